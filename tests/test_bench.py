@@ -1,0 +1,58 @@
+"""The latency protocol: interleaved timing, warm-up, percentiles; sizes read from the weights files."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.torch import save_file
+
+from tfc_cli.bench import Protocol, time_interleaved, weights_size
+
+
+class Sleeper:
+    def __init__(self, seconds):
+        self.seconds, self.calls = seconds, []
+
+    def __call__(self, batch):
+        self.calls.append(time.perf_counter())
+        time.sleep(self.seconds)
+
+
+def test_interleaved_timing_measures_each_model():
+    fast, slow = Sleeper(0.001), Sleeper(0.004)
+    stats = time_interleaved({"fast": fast, "slow": slow}, {}, Protocol(batch_size=4, warmup=2, repeats=6, threads=1))
+    assert len(fast.calls) == len(slow.calls) == 8
+    assert stats["fast"]["repeats"] == 6 and stats["slow"]["repeats"] == 6
+    assert stats["slow"]["p50_ms"] > stats["fast"]["p50_ms"] * 2
+    assert stats["fast"]["p50_ms"] >= 1.0 and stats["fast"]["p50_ms"] <= stats["fast"]["p95_ms"]
+    assert stats["fast"]["throughput_per_s"] == pytest.approx(4 * 1000 / stats["fast"]["p50_ms"])
+    # Timed calls alternate: after the warm-up, neither model runs twice before the other has run once.
+    timed = sorted([("f", t) for t in fast.calls[2:]] + [("s", t) for t in slow.calls[2:]], key=lambda x: x[1])
+    order = "".join(name for name, _ in timed)
+    assert "fff" not in order and "sss" not in order
+
+
+def test_protocol_defaults_to_physical_cores():
+    assert Protocol().resolved().threads >= 1
+    assert Protocol(threads=3).resolved().threads == 3
+
+
+def test_weights_size_of_safetensors(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(3, 4), "b": torch.zeros(5, dtype=torch.int8)}, str(path))
+    size = weights_size(path)
+    assert size["params"] == 17 and size["bytes_on_disk"] == path.stat().st_size
+
+
+def test_weights_size_of_onnx(tmp_path):
+    w = numpy_helper.from_array(np.zeros((6, 7), dtype=np.float32), "w")
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7])], initializer=[w])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert weights_size(path)["params"] == 42

@@ -1,0 +1,12 @@
+"""tfc: compress transformer models from a YAML recipe, and measure what it did."""
+__version__ = "0.1.0"
+
+
+def load(path):
+    """Load a tfc checkpoint (safetensors or ONNX) exactly as saved; see tfc_cli.checkpoint.load."""
+    from .checkpoint import load as _load
+
+    return _load(path)
+
+
+__all__ = ["__version__", "load"]

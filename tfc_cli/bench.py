@@ -1,0 +1,119 @@
+"""Latency protocol: warm-up, then models timed interleaved in one process; p50/p95, throughput, size, memory.
+
+Interleaving (A, B, A, B, ...) spreads CPU frequency changes and noisy neighbours over every model alike,
+so the speedup (ratio of medians) compares like with like.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import progress
+
+_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    batch_size: int = 1
+    seq_len: int = 64
+    threads: int | None = None
+    warmup: int = 10
+    repeats: int = 50
+
+    def resolved(self) -> "Protocol":
+        return Protocol(self.batch_size, self.seq_len, self.threads or default_threads(), self.warmup, self.repeats)
+
+
+def default_threads() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def cpu_description() -> dict:
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", "unknown", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"model": model, "flags": {f: f in flags for f in _FLAGS}, "logical_cores": os.cpu_count()}
+
+
+def environment(threads: int) -> dict:
+    import onnxruntime
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"cpu": cpu_description(), "threads": threads, "python": platform.python_version(), "platform": platform.platform(),
+            "versions": {"tfc": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                         "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}}
+
+
+def bench_inputs(tokenizer, texts: list[str], batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
+    """Real texts, padded or truncated to exactly seq_len tokens."""
+    chosen = [texts[i % len(texts)] for i in range(batch_size)]
+    enc = tokenizer(chosen, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
+    return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _stats(times_s: list[float], batch_size: int) -> dict:
+    ms = np.asarray(times_s) * 1000
+    p50 = float(np.percentile(ms, 50))
+    return {"p50_ms": p50, "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean()),
+            "throughput_per_s": batch_size * 1000 / p50 if p50 > 0 else math.inf, "repeats": len(ms)}
+
+
+def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Protocol) -> dict[str, dict]:
+    """Latency stats per runner name, all timed in this process, alternating between them."""
+    import torch
+
+    protocol = protocol.resolved()
+    torch.set_num_threads(protocol.threads)
+    names = list(runners)
+    for name in names:
+        for _ in range(protocol.warmup):
+            runners[name](inputs)
+    times = {name: [] for name in names}
+    with progress.bar("benchmarking", protocol.repeats * len(names)) as advance:
+        for i in range(protocol.repeats):
+            order = names if i % 2 == 0 else names[::-1]
+            for name in order:
+                start = time.perf_counter()
+                runners[name](inputs)
+                times[name].append(time.perf_counter() - start)
+                advance()
+    return {name: _stats(times[name], protocol.batch_size) | {"protocol": asdict(protocol)} for name in names}
+
+
+def weights_size(path: str | Path) -> dict:
+    """Stored weight values and bytes on disk of one weights file (safetensors or ONNX)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        count = sum(math.prod(t.dims) for t in proto.graph.initializer)
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as f:
+            count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    return {"params": int(count), "bytes_on_disk": path.stat().st_size}

@@ -1,0 +1,202 @@
+"""Compressed checkpoints: an HF folder (config.json, weights, tokenizer) plus the tfc.json manifest.
+
+Weights are safetensors (torch) or model.onnx (ONNX Runtime); never pickles. `load()` rebuilds the exact
+modules the manifest describes and loads the weights strictly: a missing or unexpected tensor is an error.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TfcError, UsageError
+from .model_info import MANIFEST, read_manifest
+
+MANIFEST_SCHEMA = 1
+SAFETENSORS = "model.safetensors"
+ONNX = "model.onnx"
+
+
+@dataclass
+class Checkpoint:
+    folder: Path
+    manifest: dict
+    config: Any
+    tokenizer: Any
+    model: Any = None  # torch module, or None for ONNX
+    onnx: str | None = None  # path of model.onnx
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if self.onnx else "torch"
+
+    @property
+    def weights_path(self) -> Path:
+        return Path(self.onnx) if self.onnx else self.folder / SAFETENSORS
+
+
+def save(state, folder: Path, manifest: dict) -> None:
+    """Write `state` into `folder` (which must exist and be empty)."""
+    from safetensors.torch import save_model
+
+    state.config.save_pretrained(folder)
+    state.tokenizer.save_pretrained(folder)
+    if state.onnx is not None:
+        (folder / ONNX).write_bytes(state.onnx)
+        weights = ONNX
+    else:
+        save_model(state.model, str(folder / SAFETENSORS), metadata={"format": "pt"})
+        weights = SAFETENSORS
+    full = {"schema_version": MANIFEST_SCHEMA, "weights": weights, "runtime": state.runtime,
+            "changes": state.changes} | manifest
+    (folder / MANIFEST).write_text(json.dumps(full, indent=2, default=str))
+
+
+def _build_torch_model(folder: Path, manifest: dict, config):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from .quant.torch_int8 import prepare_for_loading
+
+    model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
+    quant = manifest.get("changes", {}).get("quantization")
+    if quant and quant.get("backend") == "torch":
+        try:
+            prepare_for_loading(model, quant["modules"])
+        except KeyError as err:
+            raise TfcError(f"{folder / MANIFEST}: {err.args[0]}") from None
+    path = folder / manifest.get("weights", SAFETENSORS)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise TfcError(f"{path}: cannot read weights ({err})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors) - _tied_keys(model))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        parts = [f"missing {', '.join(missing[:5])}" if missing else "",
+                 f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+                 "shape mismatch " + ", ".join(f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:5])
+                 if wrong else ""]
+        raise TfcError(f"{path} does not match the model described by config.json and {MANIFEST}: "
+                       + "; ".join(p for p in parts if p))
+    model.load_state_dict(tensors, strict=False)  # strictness checked above, tied weights allowed
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return model.eval()
+
+
+def _tied_keys(model) -> set[str]:
+    """Parameter names that share storage with an earlier one (safetensors stores shared tensors once)."""
+    seen, tied = {}, set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        ptr = tensor.data_ptr() if tensor.numel() else None
+        if ptr is not None and ptr in seen:
+            tied.add(name)
+        elif ptr is not None:
+            seen[ptr] = name
+    return tied
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Load a tfc checkpoint (or a plain HF classifier folder) exactly as saved."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .model_state import quiet_transformers
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise TfcError(f"{folder}: no such checkpoint folder")
+    quiet_transformers()
+    manifest = read_manifest(folder) or {"weights": SAFETENSORS, "runtime": "torch", "changes": {}}
+    if manifest.get("schema_version", MANIFEST_SCHEMA) > MANIFEST_SCHEMA:
+        raise TfcError(f"{folder / MANIFEST}: schema {manifest['schema_version']} is newer than this tfc understands")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise TfcError(f"{folder}: {str(err).splitlines()[0]}") from None
+    if manifest.get("runtime") == "onnxruntime":
+        onnx = folder / manifest.get("weights", ONNX)
+        if not onnx.is_file():
+            raise TfcError(f"{onnx}: missing (named by {MANIFEST})")
+        return Checkpoint(folder, manifest, config, tokenizer, onnx=str(onnx))
+    return Checkpoint(folder, manifest, config, tokenizer, model=_build_torch_model(folder, manifest, config))
+
+
+def verify_reload(state, folder: Path, batch: dict[str, np.ndarray], atol: float = 1e-4) -> float:
+    """Reload `folder` and compare its logits with the in-memory model on `batch`; returns the max difference."""
+    from .runners import runner_for
+
+    expected = runner_for(state)(batch)
+    got = runner_for(load(folder))(batch)
+    diff = float(np.max(np.abs(expected - got))) if expected.shape == got.shape else float("inf")
+    if not diff <= atol:
+        raise TfcError(f"the saved model in {folder} does not reproduce the in-memory model "
+                       f"(max logit difference {diff:.3g} > {atol}); nothing was written")
+    return diff
+
+
+def check_output(final: Path, overwrite: bool) -> None:
+    if final.exists() and not final.is_dir():
+        raise UsageError(f"output {final} exists and is not a folder")
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise UsageError(f"output {final} is not empty; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path, overwrite: bool):
+    """Yield a temp folder beside `final`; on success it replaces `final` in one rename, on failure it is removed.
+
+    The output path therefore holds either the previous result or the complete new one, never a mix.
+    """
+    check_output(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result should be an ordinary folder
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+            final.rename(old)
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def open_model(spec: str, require_head: bool = True) -> Checkpoint:
+    """A tfc checkpoint, a plain HF folder, a hub id or demo:NAME, ready for eval or bench."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .model_info import model_info
+    from .model_state import quiet_transformers
+
+    info = model_info(spec)
+    if info.manifest is not None:
+        return load(info.source)
+    if require_head and not info.has_classification_head:
+        raise TfcError(f"model '{spec}' has no trained classification head; evaluate a fine-tuned checkpoint "
+                       "(e.g. the output of `tfc compress`)")
+    quiet_transformers()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(info.source, trust_remote_code=False)
+        model = AutoModelForSequenceClassification.from_pretrained(info.source, trust_remote_code=False).eval()
+    except (OSError, ValueError) as err:
+        raise TfcError(f"cannot load model '{spec}': {str(err).splitlines()[0]}") from None
+    folder = Path(info.source) if Path(info.source).is_dir() else Path(".")
+    return Checkpoint(folder, {"runtime": "torch", "changes": {}}, model.config, tokenizer, model=model)

@@ -1,0 +1,44 @@
+"""The `tfc` command: one module per command, registered here."""
+from __future__ import annotations
+
+import os
+
+import typer
+
+from .. import __version__
+from . import assets, bench, compress, eval, plan, stages
+from .common import options
+
+app = typer.Typer(name="tfc", help="Compress transformer models from a YAML recipe, and measure what it did.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"tfc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+):
+    options["debug"] = debug
+    from ..model_state import quiet_transformers
+
+    quiet_transformers()
+
+
+app.command("compress")(compress.compress)
+app.command("validate")(plan.validate)
+app.command("plan")(plan.plan)
+app.command("stages")(stages.stages)
+app.command("eval")(eval.eval_command)
+app.command("bench")(bench.bench)
+app.add_typer(assets.app, name="assets")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

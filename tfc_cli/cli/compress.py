@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import GateFailure
+from ..pipeline import compress as run_compress
+from ..pipeline import prepare
+from ..report import table
+from .common import err, handle_errors, out, set_quiet
+from .plan import print_plan
+
+
+@handle_errors
+def compress(
+    recipe: Path = typer.Argument(..., help="the recipe YAML"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="output folder (default: the recipe's output)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty output folder"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and show the plan; load no weights, write nothing"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or status lines"),
+):
+    """Run a recipe: load, apply its stages, save, verify the reload, evaluate, benchmark, report."""
+    set_quiet(quiet)
+    prepared = prepare(recipe, output, overwrite)
+    if dry_run:
+        print_plan(prepared.recipe, prepared.info)
+        out.print(f"dry run: would write {prepared.output}")
+        return
+    try:
+        report = run_compress(prepared, overwrite=overwrite, quiet=quiet)
+    except GateFailure as failure:
+        out.print(table(failure.report))
+        out.print(f"report: {prepared.output / 'report.md'}")
+        raise
+    out.print(table(report))
+    out.print(f"wrote {prepared.output} (model, tfc.json, report.json, report.md)")
+    if report["gates"]:
+        err.print("all gates passed: " + ", ".join(g["name"] for g in report["gates"]))

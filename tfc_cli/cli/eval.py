@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..checkpoint import open_model
+from ..data import load_task_data
+from ..errors import UsageError
+from ..evaluate import evaluate
+from ..recipe import TaskConfig, parse_recipe
+from ..runners import runner_for
+from .common import handle_errors, out, set_quiet
+
+
+def _task(recipe: Optional[Path], dataset: Optional[str], text: str, text_pair: Optional[str], label: str,
+          max_length: int, max_samples: Optional[int], split: Optional[str]) -> TaskConfig:
+    if recipe and dataset:
+        raise UsageError("give either --recipe or --dataset, not both")
+    if recipe:
+        task = parse_recipe(recipe).task
+        return TaskConfig(**{**task.__dict__, "max_eval_samples": max_samples or task.max_eval_samples,
+                             "eval_split": split or task.eval_split})
+    if not dataset:
+        raise UsageError("name the task: --recipe RECIPE, or --dataset DATA (with --text/--label if not 'text'/'label')")
+    return TaskConfig(type="text-classification", dataset=dataset, text=text, text_pair=text_pair, label=label,
+                      max_length=max_length, max_eval_samples=max_samples, eval_split=split)
+
+
+@handle_errors
+def eval_command(
+    model: str = typer.Argument(..., help="a tfc checkpoint, an HF folder, a hub id or demo:NAME"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="take the task from this recipe"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="demo:NAME, a folder, a hub id"),
+    text: str = typer.Option("text", "--text", help="text column"),
+    text_pair: Optional[str] = typer.Option(None, "--text-pair", help="second text column"),
+    label: str = typer.Option("label", "--label", help="label column"),
+    max_length: int = typer.Option(128, "--max-length", min=1, help="tokens per example"),
+    split: Optional[str] = typer.Option(None, "--split", help="split to evaluate (default: test, else validation)"),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", min=1, help="evaluate at most this many"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+):
+    """Accuracy and macro F1 of a model on a task's evaluation split."""
+    set_quiet(quiet or as_json)
+    task = _task(recipe, dataset, text, text_pair, label, max_length, max_samples, split)
+    ckpt = open_model(model)
+    data = load_task_data(task)
+    result = {"model": model, "dataset": data.source, "runtime": ckpt.runtime,
+              **evaluate(runner_for(ckpt), ckpt.tokenizer, data, task.max_length, label=model)}
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    t = Table("model", "runtime", "split", "samples", "accuracy", "macro F1")
+    t.add_row(model, result["runtime"], result["split"], str(result["samples"]), f"{result['accuracy']:.4f}",
+              f"{result['macro_f1']:.4f}")
+    out.print(t)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..errors import TfcError
+from ..model_info import ModelInfo, model_info
+from ..recipe import Recipe, parse_recipe, stage_problems
+from .common import err, handle_errors, out
+
+
+def print_plan(recipe: Recipe, info: ModelInfo) -> None:
+    out.print(f"[bold]{recipe.name}[/]: {info.model_type} model from {recipe.model} ({info.num_layers} layers, "
+              f"hidden {info.hidden_size}, {info.num_heads} heads, FFN {info.intermediate_size})")
+    t = Table("#", "stage", "line", "what it will do")
+    for i, spec in enumerate(recipe.stages, 1):
+        marker = " (baseline is taken before this stage)" if i - 1 == recipe.baseline_index else ""
+        t.add_row(str(i), spec.type, str(spec.line), spec.stage.plan(info) + marker)
+    out.print(t)
+    out.print(f"output: {recipe.output}")
+
+
+@handle_errors
+def validate(recipe: Path = typer.Argument(..., help="the recipe YAML")):
+    """Check a recipe without loading any weights: schema, types, ranges, stage order, model config."""
+    parsed = parse_recipe(recipe)
+    try:
+        info = model_info(parsed.model)
+    except TfcError as e:
+        err.print(f"[yellow]warning:[/] model checks skipped: {e}", highlight=False)
+    else:
+        stage_problems(parsed, info)
+    out.print(f"{recipe}: valid ({len(parsed.stages)} stage(s): {', '.join(s.type for s in parsed.stages)})")
+
+
+@handle_errors
+def plan(recipe: Path = typer.Argument(..., help="the recipe YAML")):
+    """Show what each stage will do to this model, from the recipe and the model's config alone."""
+    parsed = parse_recipe(recipe)
+    info = model_info(parsed.model)
+    stage_problems(parsed, info)
+    print_plan(parsed, info)

@@ -1,0 +1,193 @@
+"""Task data through `datasets`: local csv/tsv/jsonl/parquet files, a folder, a hub id, or a demo asset.
+
+Labels become integer ids with names; text and label columns are checked; the split the report's metric is
+measured on is chosen here (test, else validation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .assets import asset_path
+from .errors import TfcError
+
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+DEMO_SPLIT_SEED = 0  # the demo split is fixed, whatever the recipe's seed
+
+
+@dataclass
+class TaskData:
+    splits: dict  # name -> datasets.Dataset with columns text, [text_pair], label (int ids)
+    label_names: list[str]
+    eval_split: str
+    source: str
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def split(self, name: str):
+        if name not in self.splits:
+            raise TfcError(f"dataset {self.source} has no '{name}' split (it has: {', '.join(self.splits)})")
+        return self.splits[name]
+
+
+def _load_files(files: dict[str, str]):
+    import datasets
+
+    exts = {Path(f).suffix.lower() for f in files.values()}
+    for split, f in files.items():
+        if not Path(f).is_file():
+            raise TfcError(f"dataset file for split '{split}' not found: {f}")
+        if not _has_rows(Path(f)):
+            raise TfcError(f"dataset: split '{split}' is empty ({f})")
+    if len(exts) != 1 or next(iter(exts)) not in _FORMATS:
+        raise TfcError(f"dataset files must share one format among {', '.join(_FORMATS)}; got {', '.join(sorted(exts))}")
+    ext = next(iter(exts))
+    kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
+    try:
+        return datasets.load_dataset(_FORMATS[ext], data_files=dict(files), **kwargs)
+    except Exception as err:  # datasets raises many kinds; name the files
+        raise TfcError(f"could not read dataset files {', '.join(files.values())}: {err}") from None
+
+
+def _has_rows(path: Path) -> bool:
+    """False for a file with no data rows (datasets would fail on it with an obscure message)."""
+    if path.suffix.lower() == ".parquet":
+        return path.stat().st_size > 0
+    with path.open("rb") as f:
+        lines = [line for _, line in zip(range(2), (ln for ln in f if ln.strip()))]
+    header = 1 if path.suffix.lower() in (".csv", ".tsv") else 0
+    return len(lines) > header
+
+
+def _demo_rotten_tomatoes():
+    """Critic snippets, 'plot' rows and duplicate texts dropped (~12.8k), split 80/10/10 with a fixed seed."""
+    import datasets
+
+    raw = datasets.load_dataset("csv", data_files=str(asset_path("rotten-tomatoes")))["train"]
+    seen: set[str] = set()
+    texts, labels = [], []
+    for text, category in zip(raw["text"], raw["category"]):
+        if category == "plot" or text in seen:
+            continue
+        seen.add(text)
+        texts.append(text)
+        labels.append(category)
+    ds = datasets.Dataset.from_dict({"text": texts, "label": labels})
+    ds = ds.class_encode_column("label")  # names sorted: fresh=0, rotten=1
+    first = ds.train_test_split(test_size=0.2, seed=DEMO_SPLIT_SEED)
+    rest = first["test"].train_test_split(test_size=0.5, seed=DEMO_SPLIT_SEED)
+    return datasets.DatasetDict(train=first["train"], validation=rest["train"], test=rest["test"])
+
+
+def _load_raw(dataset):
+    import datasets
+
+    if isinstance(dataset, dict):
+        return _load_files({str(k): str(v) for k, v in dataset.items()}), str(dataset)
+    if dataset == "demo:rotten-tomatoes":
+        return _demo_rotten_tomatoes(), dataset
+    if dataset.startswith("demo:"):
+        raise TfcError(f"'{dataset}' is not a labelled dataset (known: demo:rotten-tomatoes)")
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file():
+            return datasets.load_from_disk(str(path)), dataset
+        found = [f for f in sorted(path.iterdir()) if f.suffix.lower() in _FORMATS]
+        files = {f.stem: str(f) for f in found}
+        if len(files) < len(found):
+            raise TfcError(f"{path}: two files for one split ({', '.join(f.name for f in found)}); keep one per split")
+        if not files:
+            raise TfcError(f"{path}: no dataset files (train/validation/test as {', '.join(_FORMATS)})")
+        return _load_files(files), dataset
+    if path.is_file():
+        raise TfcError(f"{path}: give split files as a mapping, e.g. dataset: {{train: {path}, validation: ...}}")
+    try:
+        return datasets.load_dataset(dataset), dataset
+    except Exception as err:
+        raise TfcError(f"could not load dataset '{dataset}' from the hub: {str(err).splitlines()[0]}") from None
+
+
+def _normalise(ds, text: str, text_pair: str | None, label: str, where: str):
+    """Keep text/label columns under canonical names; labels become ids 0..K-1 with names."""
+    import datasets
+
+    wanted = [c for c in (text, text_pair, label) if c]
+    missing = [c for c in wanted if c not in ds.column_names]
+    if missing:
+        raise TfcError(f"{where}: no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(ds.column_names)})")
+    ds = ds.select_columns(wanted)
+    feature = ds.features[label]
+    if not isinstance(feature, datasets.ClassLabel):
+        values = list(ds[label])
+        if any(v is None for v in values):
+            raise TfcError(f"{where}: column '{label}' has empty labels")
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            if min(values) < 0:
+                raise TfcError(f"{where}: integer labels must be >= 0, found {min(values)}")
+            # Integer labels are already ids (a trained head relies on them): keep them, name them by number.
+            names = [str(i) for i in range(max(values) + 1)]
+            return _rename(ds.cast_column(label, datasets.ClassLabel(names=names)), text, text_pair, label)
+        ds = ds.class_encode_column(label)
+    return _rename(ds, text, text_pair, label)
+
+
+def _rename(ds, text: str, text_pair: str | None, label: str):
+    rename = {text: "text", label: "label"} | ({text_pair: "text_pair"} if text_pair else {})
+    return ds.rename_columns({k: v for k, v in rename.items() if k != v})
+
+
+def load_task_data(task, seed: int = 0) -> TaskData:
+    raw, source = _load_raw(task.dataset)
+    splits = {}
+    for name, ds in raw.items():
+        if len(ds) == 0:
+            raise TfcError(f"dataset {source}: split '{name}' is empty")
+        splits[name] = _normalise(ds, task.text, task.text_pair, task.label, f"dataset {source}, split '{name}'")
+    # Every split must share one label vocabulary (class_encode_column sorts names per split).
+    names = sorted({n for ds in splits.values() for n in ds.features["label"].names}, key=_label_order)
+    splits = {k: _align_labels(ds, names) for k, ds in splits.items()}
+    if len(names) < 2:
+        raise TfcError(f"dataset {source}: a classification task needs at least 2 labels, found {names}")
+    if "train" in splits and "validation" not in splits:
+        parts = splits["train"].train_test_split(test_size=0.1, seed=seed)
+        splits["train"], splits["validation"] = parts["train"], parts["test"]
+    limit = task.max_train_samples
+    if limit and "train" in splits and len(splits["train"]) > limit:
+        splits["train"] = splits["train"].shuffle(seed=seed).select(range(limit))
+    eval_split = task.eval_split or ("test" if "test" in splits else "validation")
+    if eval_split not in splits:
+        raise TfcError(f"dataset {source} has no '{eval_split}' split to evaluate on (it has: {', '.join(splits)})")
+    if task.max_eval_samples and len(splits[eval_split]) > task.max_eval_samples:
+        splits[eval_split] = splits[eval_split].select(range(task.max_eval_samples))
+    return TaskData(splits=splits, label_names=names, eval_split=eval_split, source=source)
+
+
+def _label_order(name: str):
+    """Numeric names in numeric order ('2' before '10'), then the rest alphabetically."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def _align_labels(ds, names: list[str]):
+    import datasets
+
+    own = ds.features["label"].names
+    if own == names:
+        return ds
+    mapping = np.array([names.index(n) for n in own])
+    features = ds.features.copy()
+    features["label"] = datasets.ClassLabel(names=names)
+    return ds.map(lambda b: {"label": mapping[np.asarray(b["label"])].tolist()}, batched=True, features=features)
+
+
+def tokenize(ds, tokenizer, max_length: int):
+    """Add input_ids / attention_mask (/ token_type_ids), unpadded; batches are padded later."""
+    def encode(batch):
+        args = (batch["text"], batch["text_pair"]) if "text_pair" in batch else (batch["text"],)
+        return tokenizer(*args, truncation=True, max_length=max_length)
+
+    drop = [c for c in ds.column_names if c != "label"]
+    return ds.map(encode, batched=True, remove_columns=drop, desc="tokenizing")

@@ -1,0 +1,49 @@
+"""Errors tfc reports to users, each with its exit code (see DESIGN.md: Exit codes)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TfcError(Exception):
+    """A failure reported as one clear message; exit code 1."""
+
+    exit_code = 1
+
+
+class UsageError(TfcError):
+    """Bad input from the user (arguments, paths); nothing was written. Exit code 2."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int | None
+    message: str
+
+    def format(self, file: str) -> str:
+        where = f"{file}:{self.line}" if self.line else file
+        return f"{where}: {self.message}"
+
+
+class RecipeError(UsageError):
+    """One or more problems in a recipe, each with its line."""
+
+    def __init__(self, file: str, problems: list[Problem]):
+        self.file = file
+        self.problems = problems
+        super().__init__("\n".join(p.format(file) for p in problems))
+
+
+class GateFailure(TfcError):
+    """A quality gate failed; the report was still written. Exit code 3."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+class AssetMissing(TfcError):
+    """A demo asset is not installed; the message says how to fetch it."""

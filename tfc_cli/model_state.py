@@ -1,0 +1,54 @@
+"""The model as it passes from stage to stage, and how it is loaded at the start of a run."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import TfcError
+from .model_info import ModelInfo
+
+
+@dataclass
+class ModelState:
+    model: Any  # a transformers model (torch); None once the model lives only as ONNX
+    tokenizer: Any
+    config: Any  # transformers PretrainedConfig
+    onnx: bytes | None = None  # serialized ONNX model when the runtime is ONNX Runtime
+    changes: dict = field(default_factory=dict)  # structural changes, recorded in tfc.json
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if self.onnx is not None else "torch"
+
+
+def quiet_transformers() -> None:
+    """transformers and datasets print load reports, advice and bars; tfc reports what matters itself."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def load_for_task(info: ModelInfo, label_names: list[str]) -> ModelState:
+    """Load a float model with a classification head sized for `label_names` (new head if it has none)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if info.quantized:
+        raise TfcError(f"{info.source} is already quantized; compress from a float model")
+    quiet_transformers()
+    num_labels = len(label_names)
+    if info.has_classification_head and info.num_labels != num_labels:
+        raise TfcError(f"model {info.source} classifies {info.num_labels} labels but the dataset has {num_labels}: "
+                       f"{', '.join(label_names)}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(info.source, trust_remote_code=False)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            info.source, num_labels=num_labels, trust_remote_code=False,
+            id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+    except (OSError, ValueError) as err:
+        raise TfcError(f"cannot load model {info.source}: {str(err).splitlines()[0]}") from None
+    model.eval()
+    return ModelState(model=model, tokenizer=tokenizer, config=model.config)

@@ -1,0 +1,19 @@
+"""Export a transformers classifier to ONNX with the torch.export-based exporter (the TorchScript one is deprecated)."""
+from __future__ import annotations
+
+import torch
+
+from .quiet import library_noise_silenced
+
+
+def export_onnx(model: torch.nn.Module, tokenizer, example_len: int = 16) -> bytes:
+    """ONNX bytes of `model`, with dynamic batch and sequence axes; output 'logits'."""
+    names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+    enc = tokenizer(["tfc export example"] * 2, padding="max_length", max_length=example_len, return_tensors="pt")
+    kwargs = {n: enc[n] for n in names}
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    dynamic = {n: {0: batch, 1: seq} for n in names}
+    with library_noise_silenced():
+        program = torch.onnx.export(model.eval(), args=(), kwargs=kwargs, dynamo=True, dynamic_shapes=dynamic,
+                                    input_names=names, output_names=["logits"], verbose=False)
+    return program.model_proto.SerializeToString()

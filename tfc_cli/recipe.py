@@ -1,0 +1,171 @@
+"""Recipe (schema v1): YAML -> typed, validated `Recipe`. Every problem names the file and line."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from .errors import Problem, RecipeError
+from .schema import build, param, suggest
+from .stages import STAGES
+from .stages.base import Stage
+from .yaml_lines import LineDict, LineList, load_yaml, yaml_error_problem
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    type: Literal["text-classification"] = param(help="the task; 'causal-lm' is planned")
+    dataset: Union[str, dict] = param(help="demo:NAME, a hub id, a folder, or {train: a.csv, validation: b.csv, ...}")
+    text: str = param("text", help="column holding the text")
+    text_pair: Optional[str] = param(None, help="second text column, for sentence pairs")
+    label: str = param("label", help="column holding the label (integers or names)")
+    max_length: int = param(128, help="tokens per example (truncation)", min=1, max=8192)
+    max_train_samples: Optional[int] = param(None, help="use at most this many training examples", min=1)
+    max_eval_samples: Optional[int] = param(None, help="evaluate on at most this many examples", min=1)
+    eval_split: Optional[str] = param(None, help="split the report's metric is measured on (default: test, else validation)")
+
+
+@dataclass(frozen=True)
+class GatesConfig:
+    max_accuracy_drop: Optional[float] = param(None, help="largest allowed metric drop vs the baseline, absolute", min=0)
+    min_speedup: Optional[float] = param(None, help="smallest allowed p50 latency speedup vs the baseline", min=0, min_exclusive=True)
+    max_size_ratio: Optional[float] = param(None, help="largest allowed weights-on-disk ratio vs the baseline", min=0, min_exclusive=True)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batch_size: int = param(1, help="examples per timed call", min=1)
+    seq_len: int = param(64, help="tokens per example (inputs padded to this length)", min=1, max=8192)
+    threads: Optional[int] = param(None, help="intra-op threads for every runtime (default: physical cores)", min=1)
+    warmup: int = param(10, help="untimed calls before timing", min=0)
+    repeats: int = param(50, help="timed calls per model", min=3)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    stage: Stage
+    line: int
+
+    @property
+    def type(self) -> str:
+        return self.stage.type
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    name: str
+    seed: int
+    model: str
+    task: TaskConfig
+    stages: tuple[StageSpec, ...]
+    gates: GatesConfig
+    bench: BenchConfig
+    output: Path
+    sha256: str
+    lines: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def baseline_index(self) -> int:
+        """Index of the first compressing stage: the baseline is the model just before it."""
+        for i, spec in enumerate(self.stages):
+            if spec.stage.compresses:
+                return i
+        return len(self.stages)
+
+
+@dataclass(frozen=True)
+class _Top:
+    """The top-level keys; `stages` is checked item by item below."""
+
+    model: str = param(help="a local HF folder, a hub id, or demo:NAME")
+    task: TaskConfig = param(help="what the model does and the data it is measured on")
+    stages: list = param(help="the compression stages, in order")
+    name: Optional[str] = param(None, help="run name (default: the recipe file's stem)")
+    seed: int = param(0, help="seed for data order, initialisation and sampling", min=0)
+    gates: GatesConfig = param(GatesConfig(), help="quality gates; a failing one exits 3")
+    bench: BenchConfig = param(BenchConfig(), help="latency protocol")
+    output: Optional[str] = param(None, help="output folder (default: runs/<name>)")
+
+
+def _build_stages(raw, problems: list[Problem]) -> list[StageSpec]:
+    if not isinstance(raw, list) or not raw:
+        problems.append(Problem(getattr(raw, "line", None), "'stages' must be a non-empty list of stages"))
+        return []
+    specs = []
+    for i, item in enumerate(raw):
+        line = raw.line_of(i) if isinstance(raw, LineList) else None
+        if not isinstance(item, dict) or "type" not in item:
+            problems.append(Problem(line, f"stage {i + 1} must be a mapping with a 'type' key"))
+            continue
+        kind = item["type"]
+        if not isinstance(kind, str):
+            problems.append(Problem(line, f"stage {i + 1}: 'type' must be a stage name, got {kind!r}"))
+            continue
+        cls = STAGES.get(kind)
+        if cls is None:
+            problems.append(Problem(line, f"unknown stage type '{kind}'{suggest(kind, STAGES)} (known: {', '.join(sorted(STAGES))})"))
+            continue
+        params = LineDict({k: v for k, v in item.items() if k != "type"})
+        params.line, params.key_lines = line or 0, getattr(item, "key_lines", {})
+        config = build(cls.Config, params, problems, section=f"stage {i + 1} ({kind})", line=line)
+        if config is not None:
+            specs.append(StageSpec(cls(config), line or 0))
+    _check_order(specs, problems)
+    return specs
+
+
+def _check_order(specs: list[StageSpec], problems: list[Problem]) -> None:
+    for before, after in zip(specs, specs[1:]):
+        if before.stage.final:
+            problems.append(Problem(after.line, f"stage '{after.type}' cannot follow '{before.type}' (line {before.line}): "
+                                    f"'{before.type}' must be the last stage"))
+
+
+def parse_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file. Raises RecipeError listing every problem found."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(str(path), [Problem(None, "no such recipe file")])
+    text = path.read_text(encoding="utf-8")
+    return parse_recipe_text(text, path)
+
+
+def parse_recipe_text(text: str, path: Path) -> Recipe:
+    problems: list[Problem] = []
+    try:
+        data = load_yaml(text)
+    except Exception as err:  # yaml.YAMLError and DuplicateKey
+        raise RecipeError(str(path), [yaml_error_problem(err)]) from None
+    if not isinstance(data, dict):
+        raise RecipeError(str(path), [Problem(1, "a recipe must be a YAML mapping (model:, task:, stages:, ...)")])
+    top = build(_Top, data, problems, section="recipe")
+    stages = _build_stages(data.get("stages"), problems) if "stages" in data else []
+    if top is not None and isinstance(top.task.dataset, dict) and not top.task.dataset:
+        problems.append(Problem(data["task"].line_of("dataset"), "'dataset' mapping names no split files"))
+    if problems:
+        raise RecipeError(str(path), sorted(problems, key=lambda p: p.line or 0))
+    name = top.name or path.stem
+    return Recipe(
+        path=path, name=name, seed=top.seed, model=top.model, task=top.task, stages=tuple(stages),
+        gates=top.gates, bench=top.bench, output=Path(top.output or f"runs/{name}"),
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        lines={k: data.line_of(k) for k in data} | {f"task.{k}": data["task"].line_of(k) for k in data.get("task") or {}},
+    )
+
+
+def stage_problems(recipe: Recipe, info: Any) -> None:
+    """Checks that need the model's config (no weights): each stage's own, and the task head rule."""
+    problems = []
+    for spec in recipe.stages:
+        problems += [Problem(spec.line, f"stage '{spec.type}': {msg}") for msg in spec.stage.validate(info)]
+    if not info.has_classification_head:
+        first = next((s for s in recipe.stages if s.stage.trains_head), None)
+        if first is None or first is not recipe.stages[0]:
+            problems.append(Problem(recipe.lines.get("model"), f"model '{recipe.model}' has no trained classification head "
+                                    "for this task: make 'finetune' the first stage"))
+    if problems:
+        raise RecipeError(str(recipe.path), problems)

@@ -1,0 +1,50 @@
+"""One calling convention for every runtime: a batch of numpy token arrays in, numpy logits out."""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import torch
+
+
+class TorchRunner:
+    runtime = "torch"
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+        accepted = inspect.signature(model.forward).parameters
+        self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items() if k in self.input_names}
+            return self.model(**inputs).logits.float().numpy()
+
+
+class OrtRunner:
+    runtime = "onnxruntime"
+
+    def __init__(self, onnx_model: bytes | str, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # ORT's threads busy-wait after each run by default; in an interleaved benchmark that steals the cores
+        # from the next model (measured: torch fp32 ran 2.5x slower right after a spinning ORT call).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {k: np.ascontiguousarray(batch[k], dtype=np.int64) for k in self.input_names}
+        return self.session.run(["logits"], feeds)[0]
+
+
+def runner_for(state, threads: int | None = None):
+    """The runner for a ModelState or a loaded Checkpoint (both have .model / .onnx)."""
+    if state.onnx is not None:
+        return OrtRunner(state.onnx, threads)
+    return TorchRunner(state.model)

@@ -1,0 +1,49 @@
+"""What every stage is: a frozen config dataclass plus `validate` (before weights load) and `apply`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..model_info import ModelInfo
+    from ..model_state import ModelState
+    from ..data import TaskData
+    from ..recipe import Recipe
+
+
+@dataclass
+class StageContext:
+    recipe: "Recipe"
+    data: "TaskData"
+    seed: int
+    quiet: bool = False
+
+
+@dataclass
+class StageResult:
+    state: "ModelState"
+    summary: dict[str, Any] = field(default_factory=dict)  # what the report shows for this stage
+    changes: dict[str, Any] = field(default_factory=dict)  # structural changes, recorded in tfc.json
+
+
+class Stage:
+    type: ClassVar[str]
+    Config: ClassVar[type]
+    help: ClassVar[str]
+    compresses: ClassVar[bool] = True  # the baseline is taken before the first compressing stage
+    final: ClassVar[bool] = False  # no stage may follow (e.g. a quantized model cannot be trained further)
+    trains_head: ClassVar[bool] = False  # gives the model a trained task head
+
+    def __init__(self, config):
+        self.config = config
+
+    def validate(self, info: "ModelInfo") -> list[str]:
+        """Problems with applying this stage to the model described by `info` (config only, no weights)."""
+        return []
+
+    def plan(self, info: "ModelInfo") -> str:
+        """One or two sentences: what this stage will do to this model."""
+        raise NotImplementedError
+
+    def apply(self, state: "ModelState", ctx: StageContext) -> StageResult:
+        raise NotImplementedError
