@@ -12,7 +12,7 @@ import tfc_cli
 from tfc_cli.checkpoint import atomic_output, save, verify_reload
 from tfc_cli.errors import TfcError, UsageError
 from tfc_cli.model_state import ModelState
-from tfc_cli.quant.torch_int8 import quantize_linears
+from tfc_cli.quant.torch_int8 import quantize_modules
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def saved(state, folder):
 
 def test_float_checkpoint_round_trip_is_exact(state, tmp_path):
     folder = saved(state, tmp_path / "ckpt")
-    assert verify_reload(state, folder, batch(state.tokenizer)) == 0.0
+    assert verify_reload(state, folder, batch(state.tokenizer))[1] == 0.0
     # Shapes stayed standard, so plain transformers loads it too.
     from transformers import AutoModelForSequenceClassification
 
@@ -47,14 +47,15 @@ def test_float_checkpoint_round_trip_is_exact(state, tmp_path):
 
 
 def test_int8_checkpoint_rebuilds_modules_from_manifest(state, tmp_path):
-    names = quantize_linears(state.model)
+    names = quantize_modules(state.model)
     state.changes["quantization"] = {"backend": "torch", "modules": names}
     folder = saved(state, tmp_path / "ckpt")
     manifest = json.loads((folder / "tfc.json").read_text())
     assert manifest["changes"]["quantization"]["modules"] == names
     tensors = load_file(str(folder / "model.safetensors"))
     assert tensors["bert.encoder.layer.0.attention.self.query.weight_int8"].dtype == torch.int8
-    assert verify_reload(state, folder, batch(state.tokenizer)) == 0.0
+    assert tensors["bert.embeddings.word_embeddings.weight_int8"].dtype == torch.int8
+    assert verify_reload(state, folder, batch(state.tokenizer))[1] == 0.0
 
 
 def test_missing_tensor_is_an_error_not_random_weights(state, tmp_path):

@@ -37,7 +37,9 @@ def test_stages_lists_every_stage_with_parameters():
 def test_plan_describes_each_stage(make_recipe):
     result = run("plan", make_recipe())
     assert result.exit_code == 0, result.output
-    assert "2 layers" in result.output and "baseline is taken before this stage" in result.output
+    lines = result.output.splitlines()
+    assert "2 layers" in lines[0]
+    assert lines[1].startswith("1. finetune") and "baseline" in lines[2] and lines[3].startswith("2. quantize")
 
 
 def test_eval_matches_an_independent_computation(tiny_classifier, tiny_data):

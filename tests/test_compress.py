@@ -159,3 +159,59 @@ def test_quantizing_a_classifier_without_finetune(make_recipe, tiny_classifier, 
     report = json.loads((tmp_path / "out" / "tiny" / "report.json").read_text())
     assert report["baseline_definition"] == "the input model"
     assert report["stages"][0]["type"] == "quantize"
+
+
+def test_sentence_pairs_with_three_labels(tmp_path, tiny_model):
+    import csv
+    import random
+    import textwrap
+
+    rng = random.Random(0)
+    data = tmp_path / "pairs"
+    data.mkdir()
+    names = ["contradiction", "entailment", "neutral"]
+    for split, n in (("train", 60), ("validation", 15), ("test", 15)):
+        with (data / f"{split}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["premise", "hypothesis", "gold"])
+            for i in range(n):
+                w.writerow([f"the movie was {rng.choice(['good', 'bad'])}", f"a film is {rng.choice(['fine', 'dull'])}",
+                            names[i % 3]])
+    recipe = tmp_path / "pairs.yaml"
+    recipe.write_text(textwrap.dedent(f"""\
+        model: {tiny_model}
+        task: {{type: text-classification, dataset: {data}, text: premise, text_pair: hypothesis, label: gold, max_length: 24}}
+        stages:
+          - {{type: finetune, epochs: 1, batch_size: 16}}
+          - {{type: quantize, backend: torch}}
+        bench: {{batch_size: 1, seq_len: 24, warmup: 1, repeats: 3}}
+        output: {tmp_path / 'out'}
+        """))
+    result = run("compress", str(recipe), "--quiet")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "tfc.json").read_text())
+    assert manifest["labels"] == names
+    ckpt = tfc_cli.load(tmp_path / "out")
+    assert ckpt.config.num_labels == 3 and ckpt.config.id2label[1] == "entailment"
+    enc = ckpt.tokenizer(["the movie was good"], ["a film is dull"], return_tensors="np")
+    assert enc["token_type_ids"].max() == 1  # the pair reached the model as two segments
+
+
+def test_a_finetuned_output_is_the_input_of_the_next_recipe(make_recipe, tmp_path):
+    first = make_recipe("""
+      - type: finetune
+        epochs: 3
+        learning_rate: 3.0e-3
+        batch_size: 16
+    """, name="ft")
+    assert run("compress", str(first), "--quiet").exit_code == 0
+    config = json.loads((tmp_path / "out" / "ft" / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    second = make_recipe("""
+      - type: quantize
+        backend: torch
+    """, model=tmp_path / "out" / "ft", name="q")
+    result = run("compress", str(second), "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "q" / "report.json").read_text())
+    assert report["models"]["baseline"]["metrics"]["accuracy"] >= 0.9  # the fine-tuned head was kept, not re-initialised

@@ -133,17 +133,20 @@ def load(path: str | Path) -> Checkpoint:
     return Checkpoint(folder, manifest, config, tokenizer, model=_build_torch_model(folder, manifest, config))
 
 
-def verify_reload(state, folder: Path, batch: dict[str, np.ndarray], atol: float = 1e-4) -> float:
-    """Reload `folder` and compare its logits with the in-memory model on `batch`; returns the max difference."""
+def verify_reload(state, folder: Path, batch: dict[str, np.ndarray], atol: float = 1e-4) -> tuple[Checkpoint, float]:
+    """Reload `folder` and compare its logits with the in-memory model on `batch`.
+
+    Returns the reloaded checkpoint and the max logit difference; a difference above `atol` is an error.
+    """
     from .runners import runner_for
 
-    expected = runner_for(state)(batch)
-    got = runner_for(load(folder))(batch)
+    reloaded = load(folder)
+    expected, got = runner_for(state)(batch), runner_for(reloaded)(batch)
     diff = float(np.max(np.abs(expected - got))) if expected.shape == got.shape else float("inf")
     if not diff <= atol:
         raise TfcError(f"the saved model in {folder} does not reproduce the in-memory model "
                        f"(max logit difference {diff:.3g} > {atol}); nothing was written")
-    return diff
+    return reloaded, diff
 
 
 def check_output(final: Path, overwrite: bool) -> None:

@@ -51,4 +51,5 @@ def load_for_task(info: ModelInfo, label_names: list[str]) -> ModelState:
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model {info.source}: {str(err).splitlines()[0]}") from None
     model.eval()
+    model.config.architectures = [type(model).__name__]  # saved configs then say the model has its head
     return ModelState(model=model, tokenizer=tokenizer, config=model.config)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, progress
-from .bench import Protocol, bench_inputs, environment, time_interleaved, weights_size
-from .checkpoint import SAFETENSORS, atomic_output, check_output, load, save, verify_reload
+from .bench import Protocol, bench_inputs, environment, peak_rss_mb, time_interleaved, weights_size
+from .checkpoint import SAFETENSORS, atomic_output, check_output, save, verify_reload
 from .data import load_task_data
 from .errors import GateFailure
 from .evaluate import evaluate
@@ -88,14 +88,12 @@ def compress(prepared: Prepared, overwrite: bool = False, quiet: bool = False) -
 
     with atomic_output(prepared.output, overwrite) as tmp:
         save(state, tmp, manifest)
-        diff = verify_reload(state, tmp, sample, atol=1e-4)
-        saved = load(tmp)  # everything below measures the model as saved, not the one in memory
+        saved, diff = verify_reload(state, tmp, sample)  # below, the model as saved is measured, not the one in memory
         progress.info("evaluating baseline and compressed models")
-        models = {}
-        for name, runner in (("baseline", TorchRunner(baseline.model)), ("compressed", runner_for(saved, protocol.threads))):
-            models[name] = {"runtime": runner.runtime,
-                            "metrics": evaluate(runner, state.tokenizer, data, recipe.task.max_length, label=name)}
         runners = {"baseline": TorchRunner(baseline.model), "compressed": runner_for(saved, protocol.threads)}
+        models = {name: {"runtime": runner.runtime,
+                         "metrics": evaluate(runner, state.tokenizer, data, recipe.task.max_length, label=name)}
+                  for name, runner in runners.items()}
         inputs = bench_inputs(state.tokenizer, eval_texts, protocol.batch_size, protocol.seq_len)
         latency = time_interleaved(runners, inputs, protocol)
         models["baseline"] |= {"latency": latency["baseline"], "size": _measure_baseline_size(baseline),
@@ -111,7 +109,7 @@ def compress(prepared: Prepared, overwrite: bool = False, quiet: bool = False) -
             "baseline_definition": (f"model after stage {recipe.baseline_index} ({recipe.stages[recipe.baseline_index - 1].type})"
                                     if recipe.baseline_index else "the input model"),
             "models": models, "stages": stage_records, "verification": {"max_logit_diff": diff},
-            "environment": environment(protocol.threads),
+            "environment": environment(protocol.threads) | {"peak_rss_mb": peak_rss_mb()},
         }
         report["comparison"] = comparison(models["baseline"], models["compressed"])
         report["gates"] = evaluate_gates(recipe.gates, report["comparison"])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -22,8 +23,8 @@ def _task(recipe: Optional[Path], dataset: Optional[str], text: str, text_pair: 
         raise UsageError("give either --recipe or --dataset, not both")
     if recipe:
         task = parse_recipe(recipe).task
-        return TaskConfig(**{**task.__dict__, "max_eval_samples": max_samples or task.max_eval_samples,
-                             "eval_split": split or task.eval_split})
+        return dataclasses.replace(task, max_eval_samples=max_samples or task.max_eval_samples,
+                                   eval_split=split or task.eval_split)
     if not dataset:
         raise UsageError("name the task: --recipe RECIPE, or --dataset DATA (with --text/--label if not 'text'/'label')")
     return TaskConfig(type="text-classification", dataset=dataset, text=text, text_pair=text_pair, label=label,

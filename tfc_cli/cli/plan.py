@@ -3,8 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
-
 from ..errors import TfcError
 from ..model_info import ModelInfo, model_info
 from ..recipe import Recipe, parse_recipe, stage_problems
@@ -13,13 +11,12 @@ from .common import err, handle_errors, out
 
 def print_plan(recipe: Recipe, info: ModelInfo) -> None:
     out.print(f"[bold]{recipe.name}[/]: {info.model_type} model from {recipe.model} ({info.num_layers} layers, "
-              f"hidden {info.hidden_size}, {info.num_heads} heads, FFN {info.intermediate_size})")
-    t = Table("#", "stage", "line", "what it will do")
-    for i, spec in enumerate(recipe.stages, 1):
-        marker = " (baseline is taken before this stage)" if i - 1 == recipe.baseline_index else ""
-        t.add_row(str(i), spec.type, str(spec.line), spec.stage.plan(info) + marker)
-    out.print(t)
-    out.print(f"output: {recipe.output}")
+              f"hidden {info.hidden_size}, {info.num_heads} heads, FFN {info.intermediate_size})", soft_wrap=True)
+    for i, spec in enumerate(recipe.stages):
+        if i == recipe.baseline_index:
+            out.print("   -- the baseline for the report is the model at this point --")
+        out.print(f"{i + 1}. [bold]{spec.type}[/] (line {spec.line}): {spec.stage.plan(info)}", soft_wrap=True)
+    out.print(f"output: {recipe.output}", soft_wrap=True)
 
 
 @handle_errors

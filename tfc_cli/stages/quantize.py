@@ -1,7 +1,8 @@
 """`quantize`: post-training dynamic INT8 (weights int8 per channel, activations quantized at run time).
 
 Backends: `onnxruntime` exports the model to ONNX (torch.export-based exporter) and quantizes it with
-onnxruntime.quantization; `torch` swaps every nn.Linear for tfc's Int8DynamicLinear (see quant/torch_int8.py).
+onnxruntime.quantization; `torch` swaps every nn.Linear and nn.Embedding for tfc's INT8 modules
+(see quant/torch_int8.py).
 On CPUs without VNNI, u8s8 int8 products can saturate (vpmaddubsw adds pairs into int16), which is known to
 collapse BERT accuracy; there the ONNX weights use a 7-bit reduced range.
 """
@@ -14,7 +15,7 @@ from typing import Literal
 
 from ..bench import cpu_description
 from ..onnx_export import export_onnx
-from ..quant.torch_int8 import quantize_linears
+from ..quant.torch_int8 import quantize_modules
 from ..quiet import library_noise_silenced
 from ..schema import param
 from .base import Stage, StageContext, StageResult
@@ -35,7 +36,7 @@ def has_vnni() -> bool:
 class Quantize(Stage):
     type = "quantize"
     Config = QuantizeConfig
-    help = "Post-training INT8 quantization of all Linear/MatMul weights (dynamic activations)."
+    help = "Post-training INT8 quantization of Linear/MatMul and embedding weights (dynamic activations)."
     final = True
 
     def validate(self, info) -> list[str]:
@@ -43,16 +44,17 @@ class Quantize(Stage):
 
     def plan(self, info) -> str:
         c = self.config
-        where = "export to ONNX, then quantize MatMul weights" if c.backend == "onnxruntime" else "replace every Linear"
+        where = ("export to ONNX, then quantize MatMul and Gather (embedding) weights" if c.backend == "onnxruntime"
+                 else "replace every Linear and Embedding")
         return (f"{c.method} on {c.backend}: {where} to int8 ({'per channel' if c.per_channel else 'per tensor'}); "
-                f"{info.num_layers} layers x 6 Linear + pooler/classifier; weights about 4x smaller")
+                f"{info.num_layers} layers x 6 Linear + embeddings, pooler, classifier; weights about 4x smaller")
 
     def apply(self, state, ctx: StageContext) -> StageResult:
         c = self.config
         if c.backend == "torch":
-            names = quantize_linears(state.model)
+            names = quantize_modules(state.model)
             changes = {"method": c.method, "backend": "torch", "weights": "int8 per-channel symmetric",
-                       "activations": "int8 per-token dynamic", "modules": names}
+                       "activations": "int8 per-token dynamic (Linear); embeddings int8 per row", "modules": names}
             return StageResult(state, summary={"quantized_modules": len(names)}, changes={"quantization": changes})
 
         from onnxruntime.quantization import QuantType, quantize_dynamic
