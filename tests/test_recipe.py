@@ -69,7 +69,7 @@ def test_valid_recipe_fills_defaults(tmp_path):
     assert r.bench == BenchConfig(batch_size=1, seq_len=64, threads=None, warmup=10, repeats=50)
     assert r.output == Path("runs/my-run")
     assert r.sha256 == hashlib.sha256(text.encode()).hexdigest()
-    assert (r.lines["model"], r.lines["stages"], r.lines["task.dataset"]) == (1, 6, 4)
+    assert (r.lines["model"], r.lines["task"], r.lines["stages"]) == (1, 2, 6)
 
 
 def test_name_output_gates_and_bench_given():

@@ -14,6 +14,7 @@ from .checkpoint import SAFETENSORS, atomic_output, check_output, save, verify_r
 from .data import load_task_data
 from .errors import GateFailure
 from .evaluate import evaluate
+from .fingerprint import inputs_fingerprint
 from .gates import evaluate_gates
 from .model_info import ModelInfo, model_info
 from .model_state import ModelState, load_for_task
@@ -60,6 +61,7 @@ def compress(prepared: Prepared, overwrite: bool = False, quiet: bool = False) -
     """Run the recipe; returns the report. Raises GateFailure (after writing everything) if a gate fails."""
     recipe, started = prepared.recipe, time.perf_counter()
     _seed_everything(recipe.seed)
+    fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
     progress.info(f"[bold]tfc compress[/] {recipe.name}: model {recipe.model}, {len(recipe.stages)} stage(s)")
     data = load_task_data(recipe.task, seed=recipe.seed)
     state = load_for_task(prepared.info, data.label_names)
@@ -108,6 +110,7 @@ def compress(prepared: Prepared, overwrite: bool = False, quiet: bool = False) -
                      "labels": data.label_names, "metric": "accuracy"},
             "baseline_definition": (f"model after stage {recipe.baseline_index} ({recipe.stages[recipe.baseline_index - 1].type})"
                                     if recipe.baseline_index else "the input model"),
+            "inputs": fingerprint,
             "models": models, "stages": stage_records, "verification": {"max_logit_diff": diff},
             "environment": environment(protocol.threads) | {"peak_rss_mb": peak_rss_mb()},
         }

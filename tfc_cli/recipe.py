@@ -153,7 +153,7 @@ def parse_recipe_text(text: str, path: Path) -> Recipe:
         path=path, name=name, seed=top.seed, model=top.model, task=top.task, stages=tuple(stages),
         gates=top.gates, bench=top.bench, output=Path(top.output or f"runs/{name}"),
         sha256=hashlib.sha256(text.encode()).hexdigest(),
-        lines={k: data.line_of(k) for k in data} | {f"task.{k}": data["task"].line_of(k) for k in data.get("task") or {}},
+        lines={k: data.line_of(k) for k in data},
     )
 
 

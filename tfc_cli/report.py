@@ -1,4 +1,4 @@
-"""report.json is the record of a run (schema versioned); report.md and the terminal table are views of it."""
+"""report.json is the record of a run (schema versioned); report.md, report.html and the terminal table are views of it."""
 from __future__ import annotations
 
 import json
@@ -20,11 +20,14 @@ def comparison(baseline: dict, compressed: dict) -> dict:
 
 
 def write(report: dict, folder: Path) -> None:
+    from .report_html import run_html
+
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (folder / "report.md").write_text(markdown(report))
+    (folder / "report.html").write_text(run_html(report))
 
 
-def _rows(report: dict) -> list[tuple[str, str, str, str]]:
+def rows(report: dict) -> list[tuple[str, str, str, str]]:
     b, c = report["models"]["baseline"], report["models"]["compressed"]
     cmp_ = report["comparison"]
     lat = lambda m, k: f"{m['latency'][k]:.2f} ms"  # noqa: E731
@@ -43,7 +46,7 @@ def _rows(report: dict) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def _protocol_line(report: dict) -> str:
+def protocol_line(report: dict) -> str:
     p = report["models"]["baseline"]["latency"]["protocol"]
     env = report["environment"]
     flags = ", ".join(f for f, on in env["cpu"]["flags"].items() if on) or "none"
@@ -55,9 +58,9 @@ def table(report: dict) -> Table:
     t = Table(title=f"tfc report: {report['recipe']['name']}")
     for col in ("", "baseline", "compressed", "change"):
         t.add_column(col, justify="left" if not col else "right")
-    for row in _rows(report):
+    for row in rows(report):
         t.add_row(*row)
-    t.caption = _protocol_line(report)
+    t.caption = protocol_line(report)
     return t
 
 
@@ -66,8 +69,8 @@ def markdown(report: dict) -> str:
              f"Recipe `{report['recipe']['path']}` (sha256 {report['recipe']['sha256'][:12]}), seed {report['seed']}, "
              f"task {report['task']['type']} on {report['task']['dataset']}.", "",
              "| | baseline | compressed | change |", "|---|---:|---:|---:|"]
-    lines += [f"| {' | '.join(r)} |" for r in _rows(report)]
-    lines += ["", f"Latency protocol: {_protocol_line(report)}.", "", "## Stages", "", "| # | stage | wall time | result |",
+    lines += [f"| {' | '.join(r)} |" for r in rows(report)]
+    lines += ["", f"Latency protocol: {protocol_line(report)}.", "", "## Stages", "", "| # | stage | wall time | result |",
               "|---|---|---:|---|"]
     for i, s in enumerate(report["stages"], 1):
         summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["summary"].items()

@@ -6,7 +6,7 @@ import os
 import typer
 
 from .. import __version__
-from . import assets, bench, compress, eval, plan, stages
+from . import assets, bench, ci, compress, eval, plan, report, stages
 from .common import options
 
 app = typer.Typer(name="tfc", help="Compress transformer models from a YAML recipe, and measure what it did.",
@@ -36,6 +36,8 @@ app.command("plan")(plan.plan)
 app.command("stages")(stages.stages)
 app.command("eval")(eval.eval_command)
 app.command("bench")(bench.bench)
+app.command("ci")(ci.ci)
+app.add_typer(report.app, name="report")
 app.add_typer(assets.app, name="assets")
 
 

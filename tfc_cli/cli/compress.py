@@ -35,6 +35,6 @@ def compress(
         out.print(f"report: {prepared.output / 'report.md'}")
         raise
     out.print(table(report))
-    out.print(f"wrote {prepared.output} (model, tfc.json, report.json, report.md)")
+    out.print(f"wrote {prepared.output} (model, tfc.json, report.json, report.md, report.html)", soft_wrap=True)
     if report["gates"]:
         err.print("all gates passed: " + ", ".join(g["name"] for g in report["gates"]))

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import ci as ci_lib
+from .. import progress
+from ..report_html import runs_html
+from ..summary import junit_xml, markdown, table
+from .common import err, handle_errors, out, set_quiet
+
+
+@handle_errors
+def ci(
+    folder: Path = typer.Argument(..., help="folder searched (recursively) for *.yaml recipes"),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="recipes run at once (each its own process)"),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML: one test case per recipe and per gate"),
+    summary: Optional[Path] = typer.Option(None, "--summary", help="write the summary table as Markdown"),
+    html: Optional[Path] = typer.Option(None, "--html", help="write an HTML summary with every run on one chart"),
+    only: Optional[str] = typer.Option(None, "--only", help="only recipes whose name or relative path matches this glob"),
+    resume: bool = typer.Option(False, "--resume", help="reuse finished runs whose recipe, weights and data are unchanged"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no status lines"),
+):
+    """Validate every recipe in FOLDER, then run them all; summary table, Markdown and JUnit XML."""
+    set_quiet(quiet)
+    paths = ci_lib.discover(folder, only)
+    valid, invalid = ci_lib.validate_all(paths)
+    if invalid:
+        for bad in invalid:
+            err.print(f"[bold red]invalid:[/] {bad.message}", highlight=False, soft_wrap=True, markup=False)
+        err.print(f"{len(invalid)} of {len(paths)} recipe(s) invalid; nothing was run")
+        raise typer.Exit(2)
+    progress.info(f"{len(valid)} recipe(s) valid; running {'with ' + str(jobs) + ' jobs' if jobs > 1 else 'one at a time'}")
+
+    def done(run):
+        progress.info(f"  {run.name}: {run.status}{' (reused)' if run.reused else ''} in {run.wall_s:.0f} s"
+                      + (f" - {run.message}" if run.message else ""))
+
+    runs = ci_lib.run_all(valid, jobs, resume, on_done=done)
+    title = f"tfc ci {folder}"
+    out.print(table(runs, title))
+    for path, text in ((junit, lambda: junit_xml(runs)), (summary, lambda: markdown(runs, title)),
+                       (html, lambda: runs_html(runs, title))):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text())
+            err.print(f"wrote {path}", soft_wrap=True)
+    raise typer.Exit(ci_lib.exit_code(runs))
