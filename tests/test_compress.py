@@ -69,6 +69,7 @@ def test_compress_writes_verified_checkpoint_and_report(make_recipe, tmp_path, b
     assert report["comparison"]["speedup"] == pytest.approx(base["latency"]["p50_ms"] / comp["latency"]["p50_ms"])
     assert base["latency"]["p50_ms"] <= base["latency"]["p95_ms"] and base["latency"]["repeats"] == 5
     assert report["verification"]["max_logit_diff"] <= 1e-4
+    assert report["load_policy"] == {"allow_pickle_weights": False, "trust_remote_code": False, "revision": None}
     assert "| accuracy (test, n=40) |" in (out / "report.md").read_text()
 
 

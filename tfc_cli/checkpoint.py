@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import TfcError, UsageError
 from .model_info import MANIFEST, read_manifest
+from .trust import LoadPolicy, check_local_weights, load_tokenizer
 
 MANIFEST_SCHEMA = 1
 SAFETENSORS = "model.safetensors"
@@ -109,7 +110,7 @@ def _tied_keys(model) -> set[str]:
 
 def load(path: str | Path) -> Checkpoint:
     """Load a tfc checkpoint (or a plain HF classifier folder) exactly as saved."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from .model_state import quiet_transformers
 
@@ -122,7 +123,7 @@ def load(path: str | Path) -> Checkpoint:
         raise TfcError(f"{folder / MANIFEST}: schema {manifest['schema_version']} is newer than this tfc understands")
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        tokenizer = load_tokenizer(str(folder))
     except (OSError, ValueError) as err:
         raise TfcError(f"{folder}: {str(err).splitlines()[0]}") from None
     if manifest.get("runtime") == "onnxruntime":
@@ -156,6 +157,27 @@ def check_output(final: Path, overwrite: bool) -> None:
         raise UsageError(f"output {final} is not empty; pass --overwrite to replace it")
 
 
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def recover_interrupted(final: Path) -> None:
+    """Clean up after a run that was killed: remove its temp folder, and if it died between moving the previous
+    result aside and putting the new one in place, put the previous result back."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        if not _alive(tmp / ".tfc-owner"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in sorted(final.parent.glob(f".{final.name}.old-*")):
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(final)
+
+
 @contextlib.contextmanager
 def atomic_output(final: Path, overwrite: bool):
     """Yield a temp folder beside `final`; on success it replaces `final` in one rename, on failure it is removed.
@@ -164,7 +186,9 @@ def atomic_output(final: Path, overwrite: bool):
     """
     check_output(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    (tmp / ".tfc-owner").write_text(str(os.getpid()))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result should be an ordinary folder
@@ -174,6 +198,7 @@ def atomic_output(final: Path, overwrite: bool):
         if final.exists():
             old = final.with_name(f".{final.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
             final.rename(old)
+        (tmp / ".tfc-owner").unlink()
         tmp.rename(final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -182,23 +207,24 @@ def atomic_output(final: Path, overwrite: bool):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def open_model(spec: str, require_head: bool = True) -> Checkpoint:
+def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPolicy()) -> Checkpoint:
     """A tfc checkpoint, a plain HF folder, a hub id or demo:NAME, ready for eval or bench."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     from .model_info import model_info
     from .model_state import quiet_transformers
 
-    info = model_info(spec)
+    info = model_info(spec, policy)
     if info.manifest is not None:
         return load(info.source)
     if require_head and not info.has_classification_head:
         raise TfcError(f"model '{spec}' has no trained classification head; evaluate a fine-tuned checkpoint "
                        "(e.g. the output of `tfc compress`)")
     quiet_transformers()
+    check_local_weights(info.source, policy)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(info.source, trust_remote_code=False)
-        model = AutoModelForSequenceClassification.from_pretrained(info.source, trust_remote_code=False).eval()
+        tokenizer = load_tokenizer(info.source, policy)
+        model = AutoModelForSequenceClassification.from_pretrained(info.source, **policy.weights_kwargs()).eval()
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model '{spec}': {str(err).splitlines()[0]}") from None
     folder = Path(info.source) if Path(info.source).is_dir() else Path(".")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .assets import asset_path
 from .errors import TfcError
+from .trust import LoadPolicy
 
 MANIFEST = "tfc.json"
 
@@ -55,12 +56,12 @@ def read_manifest(folder: str | Path) -> dict | None:
         raise TfcError(f"{path}: not valid JSON ({err})") from None
 
 
-def model_info(spec: str) -> ModelInfo:
+def model_info(spec: str, policy: LoadPolicy = LoadPolicy()) -> ModelInfo:
     from transformers import AutoConfig
 
     source = resolve_model(spec)
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, **policy.config_kwargs())
     except OSError as err:
         raise TfcError(f"cannot read the config of model '{spec}': {str(err).splitlines()[0]}") from None
     except ValueError as err:

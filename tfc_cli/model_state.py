@@ -6,6 +6,7 @@ from typing import Any
 
 from .errors import TfcError
 from .model_info import ModelInfo
+from .trust import LoadPolicy, check_local_weights, load_tokenizer
 
 
 @dataclass
@@ -32,9 +33,9 @@ def quiet_transformers() -> None:
     datasets.disable_progress_bars()
 
 
-def load_for_task(info: ModelInfo, label_names: list[str]) -> ModelState:
+def load_for_task(info: ModelInfo, label_names: list[str], policy: LoadPolicy = LoadPolicy()) -> ModelState:
     """Load a float model with a classification head sized for `label_names` (new head if it has none)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     if info.quantized:
         raise TfcError(f"{info.source} is already quantized; compress from a float model")
@@ -43,10 +44,11 @@ def load_for_task(info: ModelInfo, label_names: list[str]) -> ModelState:
     if info.has_classification_head and info.num_labels != num_labels:
         raise TfcError(f"model {info.source} classifies {info.num_labels} labels but the dataset has {num_labels}: "
                        f"{', '.join(label_names)}")
+    check_local_weights(info.source, policy)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(info.source, trust_remote_code=False)
+        tokenizer = load_tokenizer(info.source, policy)
         model = AutoModelForSequenceClassification.from_pretrained(
-            info.source, num_labels=num_labels, trust_remote_code=False,
+            info.source, num_labels=num_labels, **policy.weights_kwargs(),
             id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model {info.source}: {str(err).splitlines()[0]}") from None

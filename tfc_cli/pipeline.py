@@ -1,28 +1,35 @@
-"""`tfc compress`: load -> stages -> save -> verify -> eval -> bench -> report, with nothing half-written."""
+"""`tfc compress`: load -> stages -> save -> verify -> eval -> bench -> report, with nothing half-written.
+
+Every finished stage is checkpointed in the run's work folder (see workdir.py); with `resume=True` the stages
+whose fingerprints still match are loaded instead of recomputed. Each stage starts from its own seed
+(recipe seed + stage index), so a resumed run gives the same result as an uninterrupted one.
+"""
 from __future__ import annotations
 
 import copy
 import dataclasses
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__, progress
-from .bench import Protocol, bench_inputs, environment, peak_rss_mb, time_interleaved, weights_size
-from .checkpoint import SAFETENSORS, atomic_output, check_output, save, verify_reload
+from .bench import bench_inputs
+from .checkpoint import atomic_output, check_output, save, verify_reload
 from .data import load_task_data
-from .errors import GateFailure
-from .evaluate import evaluate
+from .diskspace import check_free_space
+from .errors import GateFailure, TfcError
 from .fingerprint import inputs_fingerprint
-from .gates import evaluate_gates
+from .measure import build_report, measure
 from .model_info import ModelInfo, model_info
-from .model_state import ModelState, load_for_task
+from .model_state import load_for_task
 from .recipe import Recipe, parse_recipe, stage_problems
-from .report import REPORT_SCHEMA, comparison
 from .report import write as write_report
-from .runners import TorchRunner, runner_for
+from .runners import runner_for
 from .stages.base import StageContext
+from .workdir import load_stage, resumable, save_stage, stage_fingerprint, work_dir
 
 
 @dataclass
@@ -37,87 +44,87 @@ def prepare(recipe_path: str | Path, output: str | Path | None = None, overwrite
     recipe = parse_recipe(recipe_path)
     out = Path(output) if output else recipe.output
     check_output(out, overwrite)
-    info = model_info(recipe.model)
+    info = model_info(recipe.model, recipe.policy)
     stage_problems(recipe, info)
     return Prepared(recipe, info, out)
 
 
-def _seed_everything(seed: int) -> None:
+def _seed(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed, deterministic=False)
 
 
-def _measure_baseline_size(state: ModelState) -> dict:
-    from safetensors.torch import save_model
+def _check_stage_output(spec, result, sample: dict) -> None:
+    """A compressing stage that changed nothing, or a model that now outputs NaN/inf, stops the run here."""
+    if spec.stage.compresses and not result.changes:
+        raise TfcError(f"stage '{spec.type}' (line {spec.line}) finished without changing the model")
+    logits = runner_for(result.state)(sample)
+    if not np.all(np.isfinite(logits)):
+        raise TfcError(f"stage '{spec.type}' (line {spec.line}) produced a model with non-finite logits")
 
-    with tempfile.TemporaryDirectory(prefix="tfc-baseline-") as tmp:
-        path = Path(tmp) / SAFETENSORS
-        save_model(state.model, str(path))
-        return weights_size(path)
 
+def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool, quiet: bool):
+    """Run (or reuse) every stage; returns (final state, baseline state, stage records, a sample batch)."""
+    recipe, work = prepared.recipe, work_dir(prepared.output)
+    start, records, refusal = resumable(work, recipe, fingerprint) if resume else (0, [], None)
+    if resume:
+        progress.info(f"resuming: stages 1-{start} reused from {work}" if start else f"resuming: no finished stage in {work}")
+        if refusal:
+            progress.info(refusal)
+    elif work.exists():
+        shutil.rmtree(work)  # a fresh run never mixes with an older one's stages
+    baseline_at = recipe.baseline_index
 
-def compress(prepared: Prepared, overwrite: bool = False, quiet: bool = False) -> dict:
-    """Run the recipe; returns the report. Raises GateFailure (after writing everything) if a gate fails."""
-    recipe, started = prepared.recipe, time.perf_counter()
-    _seed_everything(recipe.seed)
-    fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
-    progress.info(f"[bold]tfc compress[/] {recipe.name}: model {recipe.model}, {len(recipe.stages)} stage(s)")
-    data = load_task_data(recipe.task, seed=recipe.seed)
-    state = load_for_task(prepared.info, data.label_names)
+    def state_before(i: int):
+        if i > 0:
+            return load_stage(work, i - 1, recipe.stages[i - 1].type)
+        _seed(recipe.seed)  # a new task head is initialised from the recipe's seed
+        return load_for_task(prepared.info, data.label_names, recipe.policy)
+
+    state = state_before(start)
+    sample = bench_inputs(state.tokenizer, data.split(data.eval_split)["text"], 4, min(recipe.task.max_length, 32))
+    baseline = state_before(baseline_at) if baseline_at < start else None
     ctx = StageContext(recipe=recipe, data=data, seed=recipe.seed, quiet=quiet)
-
-    baseline, stage_records = None, []
-    for i, spec in enumerate(recipe.stages):
-        if i == recipe.baseline_index:
+    for i in range(start, len(recipe.stages)):
+        spec = recipe.stages[i]
+        if i == baseline_at:
             baseline = copy.deepcopy(state)
         progress.info(f"stage {i + 1}/{len(recipe.stages)}: [bold]{spec.type}[/]")
+        _seed(recipe.seed + i)
         t0 = time.perf_counter()
         result = spec.stage.apply(state, ctx)
+        _check_stage_output(spec, result, sample)
         state = result.state
         state.changes.update(result.changes)
-        stage_records.append({"type": spec.type, "config": dataclasses.asdict(spec.stage.config),
-                              "wall_s": time.perf_counter() - t0, "summary": result.summary})
+        record = {"type": spec.type, "config": dataclasses.asdict(spec.stage.config), "wall_s": time.perf_counter() - t0,
+                  "summary": result.summary, "changes": sorted(result.changes)}
+        records.append(record)
+        save_stage(work, i, spec.type, state, stage_fingerprint(recipe, fingerprint, i), record)
     if baseline is None:  # no compressing stage: the result is its own baseline
         baseline = copy.deepcopy(state)
+    return state, baseline, records, sample
 
-    eval_texts = data.split(data.eval_split)["text"]
-    protocol = Protocol(**dataclasses.asdict(recipe.bench)).resolved()
-    sample = bench_inputs(state.tokenizer, eval_texts, 4, min(recipe.task.max_length, 32))
+
+def compress(prepared: Prepared, overwrite: bool = False, quiet: bool = False, resume: bool = False) -> dict:
+    """Run the recipe; returns the report. Raises GateFailure (after writing everything) if a gate fails."""
+    recipe, started = prepared.recipe, time.perf_counter()
+    fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
+    check_free_space(prepared.info.source, prepared.output, len(recipe.stages))
+    progress.info(f"[bold]tfc compress[/] {recipe.name}: model {recipe.model}, {len(recipe.stages)} stage(s)")
+    data = load_task_data(recipe.task, seed=recipe.seed)
+    state, baseline, records, sample = _run_stages(prepared, data, fingerprint, resume, quiet)
     manifest = {"tfc_version": __version__, "task": recipe.task.type, "labels": data.label_names,
                 "recipe": {"name": recipe.name, "sha256": recipe.sha256}, "seed": recipe.seed,
-                "base_model": recipe.model, "stages": stage_records}
-
+                "base_model": recipe.model, "stages": records}
     with atomic_output(prepared.output, overwrite) as tmp:
         save(state, tmp, manifest)
         saved, diff = verify_reload(state, tmp, sample)  # below, the model as saved is measured, not the one in memory
-        progress.info("evaluating baseline and compressed models")
-        runners = {"baseline": TorchRunner(baseline.model), "compressed": runner_for(saved, protocol.threads)}
-        models = {name: {"runtime": runner.runtime,
-                         "metrics": evaluate(runner, state.tokenizer, data, recipe.task.max_length, label=name)}
-                  for name, runner in runners.items()}
-        inputs = bench_inputs(state.tokenizer, eval_texts, protocol.batch_size, protocol.seq_len)
-        latency = time_interleaved(runners, inputs, protocol)
-        models["baseline"] |= {"latency": latency["baseline"], "size": _measure_baseline_size(baseline),
-                               "source": recipe.model}
-        models["compressed"] |= {"latency": latency["compressed"], "size": weights_size(saved.weights_path),
-                                 "source": str(prepared.output)}
-        report = {
-            "schema_version": REPORT_SCHEMA, "tfc_version": __version__,
-            "recipe": {"name": recipe.name, "path": str(recipe.path), "sha256": recipe.sha256}, "seed": recipe.seed,
-            "output": str(prepared.output),
-            "task": {"type": recipe.task.type, "dataset": data.source, "eval_split": data.eval_split,
-                     "labels": data.label_names, "metric": "accuracy"},
-            "baseline_definition": (f"model after stage {recipe.baseline_index} ({recipe.stages[recipe.baseline_index - 1].type})"
-                                    if recipe.baseline_index else "the input model"),
-            "inputs": fingerprint,
-            "models": models, "stages": stage_records, "verification": {"max_logit_diff": diff},
-            "environment": environment(protocol.threads) | {"peak_rss_mb": peak_rss_mb()},
-        }
-        report["comparison"] = comparison(models["baseline"], models["compressed"])
-        report["gates"] = evaluate_gates(recipe.gates, report["comparison"])
-        report["wall_s"] = time.perf_counter() - started
+        measured = measure(recipe, data, baseline, saved, prepared.output)
+        report = build_report(recipe, data, measured, records, fingerprint, diff, prepared.output,
+                              time.perf_counter() - started)
         write_report(report, tmp)
+    shutil.rmtree(work_dir(prepared.output), ignore_errors=True)  # the result is complete: stage checkpoints go
     failed = [g for g in report["gates"] if not g["passed"]]
     if failed:
         raise GateFailure("gate(s) failed: " + ", ".join(f"{g['name']} (measured {g['value']:.4f}, limit {g['threshold']})"

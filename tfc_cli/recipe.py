@@ -10,6 +10,7 @@ from .errors import Problem, RecipeError
 from .schema import build, param, suggest
 from .stages import STAGES
 from .stages.base import Stage
+from .trust import PINNED_REVISION, LoadPolicy
 from .yaml_lines import LineDict, LineList, load_yaml, yaml_error_problem
 
 SCHEMA_VERSION = 1
@@ -66,6 +67,7 @@ class Recipe:
     bench: BenchConfig
     output: Path
     sha256: str
+    policy: LoadPolicy = LoadPolicy()
     lines: dict[str, int] = field(default_factory=dict, compare=False)
 
     @property
@@ -89,6 +91,9 @@ class _Top:
     gates: GatesConfig = param(GatesConfig(), help="quality gates; a failing one exits 3")
     bench: BenchConfig = param(BenchConfig(), help="latency protocol")
     output: Optional[str] = param(None, help="output folder (default: runs/<name>)")
+    allow_pickle_weights: bool = param(False, help="load .bin/.pt weights (restricted unpickler) when no safetensors")
+    trust_remote_code: bool = param(False, help="run the model repository's own code; needs a pinned revision")
+    revision: Optional[str] = param(None, help="model revision (a commit hash to pin remote code)")
 
 
 def _build_stages(raw, problems: list[Problem]) -> list[StageSpec]:
@@ -146,6 +151,9 @@ def parse_recipe_text(text: str, path: Path) -> Recipe:
     stages = _build_stages(data.get("stages"), problems) if "stages" in data else []
     if top is not None and isinstance(top.task.dataset, dict) and not top.task.dataset:
         problems.append(Problem(data["task"].line_of("dataset"), "'dataset' mapping names no split files"))
+    if top is not None and top.trust_remote_code and not PINNED_REVISION.match(top.revision or ""):
+        problems.append(Problem(data.line_of("trust_remote_code"), "trust_remote_code needs `revision:` pinned to a commit "
+                                "hash, so the code that runs is the code that was reviewed"))
     if problems:
         raise RecipeError(str(path), sorted(problems, key=lambda p: p.line or 0))
     name = top.name or path.stem
@@ -153,6 +161,7 @@ def parse_recipe_text(text: str, path: Path) -> Recipe:
         path=path, name=name, seed=top.seed, model=top.model, task=top.task, stages=tuple(stages),
         gates=top.gates, bench=top.bench, output=Path(top.output or f"runs/{name}"),
         sha256=hashlib.sha256(text.encode()).hexdigest(),
+        policy=LoadPolicy(top.allow_pickle_weights, top.trust_remote_code, top.revision),
         lines={k: data.line_of(k) for k in data},
     )
 

@@ -9,6 +9,7 @@ from rich.table import Table
 from ..bench import Protocol, bench_inputs, environment, peak_rss_mb, time_interleaved, weights_size
 from ..checkpoint import open_model
 from ..runners import runner_for
+from ..trust import LoadPolicy
 from .common import handle_errors, out, set_quiet
 
 # Latency depends on shapes, not words: inputs are padded or cut to --seq-len whatever the text.
@@ -33,6 +34,7 @@ def bench(
     repeats: int = typer.Option(50, "--repeats", min=3),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    allow_pickle_weights: bool = typer.Option(False, "--allow-pickle-weights", help="load .bin/.pt weights (restricted unpickler)"),
 ):
     """Latency p50/p95, throughput, size and memory of a model, side by side with a baseline."""
     set_quiet(quiet or as_json)
@@ -41,7 +43,7 @@ def bench(
     runners, rows = {}, {}
     for name, spec in specs.items():
         before = _rss_mb()
-        ckpt = open_model(spec, require_head=False)
+        ckpt = open_model(spec, require_head=False, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
         runners[name] = runner_for(ckpt, protocol.threads)
         inputs = bench_inputs(ckpt.tokenizer, _TEXTS, batch_size, seq_len)
         runners[name](inputs)

@@ -20,6 +20,7 @@ def compress(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty output folder"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and show the plan; load no weights, write nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or status lines"),
+    resume: bool = typer.Option(False, "--resume", help="reuse the stages a failed run finished, if their inputs match"),
 ):
     """Run a recipe: load, apply its stages, save, verify the reload, evaluate, benchmark, report."""
     set_quiet(quiet)
@@ -29,7 +30,7 @@ def compress(
         out.print(f"dry run: would write {prepared.output}")
         return
     try:
-        report = run_compress(prepared, overwrite=overwrite, quiet=quiet)
+        report = run_compress(prepared, overwrite=overwrite, quiet=quiet, resume=resume)
     except GateFailure as failure:
         out.print(table(failure.report))
         out.print(f"report: {prepared.output / 'report.md'}")

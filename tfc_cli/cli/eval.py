@@ -14,6 +14,7 @@ from ..errors import UsageError
 from ..evaluate import evaluate
 from ..recipe import TaskConfig, parse_recipe
 from ..runners import runner_for
+from ..trust import LoadPolicy
 from .common import handle_errors, out, set_quiet
 
 
@@ -44,11 +45,12 @@ def eval_command(
     max_samples: Optional[int] = typer.Option(None, "--max-samples", min=1, help="evaluate at most this many"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    allow_pickle_weights: bool = typer.Option(False, "--allow-pickle-weights", help="load .bin/.pt weights (restricted unpickler)"),
 ):
     """Accuracy and macro F1 of a model on a task's evaluation split."""
     set_quiet(quiet or as_json)
     task = _task(recipe, dataset, text, text_pair, label, max_length, max_samples, split)
-    ckpt = open_model(model)
+    ckpt = open_model(model, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
     data = load_task_data(task)
     result = {"model": model, "dataset": data.source, "runtime": ckpt.runtime,
               **evaluate(runner_for(ckpt), ckpt.tokenizer, data, task.max_length, label=model)}

@@ -24,7 +24,7 @@ def validate(recipe: Path = typer.Argument(..., help="the recipe YAML")):
     """Check a recipe without loading any weights: schema, types, ranges, stage order, model config."""
     parsed = parse_recipe(recipe)
     try:
-        info = model_info(parsed.model)
+        info = model_info(parsed.model, parsed.policy)
     except TfcError as e:
         err.print(f"[yellow]warning:[/] model checks skipped: {e}", highlight=False)
     else:
@@ -36,6 +36,6 @@ def validate(recipe: Path = typer.Argument(..., help="the recipe YAML")):
 def plan(recipe: Path = typer.Argument(..., help="the recipe YAML")):
     """Show what each stage will do to this model, from the recipe and the model's config alone."""
     parsed = parse_recipe(recipe)
-    info = model_info(parsed.model)
+    info = model_info(parsed.model, parsed.policy)
     stage_problems(parsed, info)
     print_plan(parsed, info)
