@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tfc_cli
-from tfc_cli.checkpoint import atomic_output, save, verify_reload
+from tfc_cli.atomic import atomic_output
+from tfc_cli.checkpoint import save, verify_reload
 from tfc_cli.errors import TfcError, UsageError
 from tfc_cli.model_state import ModelState
 from tfc_cli.quant.torch_int8 import quantize_modules

@@ -141,3 +141,18 @@ def test_report_compare_and_run_html(recipes, tmp_path):
 
     missing = run("report", "compare", tmp_path / "nowhere")
     assert missing.exit_code == 1 and "no report.json" in missing.output
+
+
+def test_run_html_shows_the_per_layer_structure_of_a_pruned_model(recipes):
+    import json
+
+    from tfc_cli.report_html import run_html
+
+    folder, out, _ = recipes
+    assert run("ci", folder, "--only", "good").exit_code == 0
+    report = json.loads((out / "good" / "report.json").read_text())
+    assert report["structure"] is None and "Structure" not in run_html(report)
+    report["structure"] = {"layers": [{"heads": 3, "heads_total": 4, "ffn": 20, "ffn_total": 37},
+                                      {"heads": 0, "heads_total": 4, "ffn": 37, "ffn_total": 37}]}
+    page = run_html(report)
+    assert "<h2>Structure</h2>" in page and page.count("data:image/png;base64,") == 2

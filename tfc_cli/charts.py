@@ -4,18 +4,30 @@ from __future__ import annotations
 import io
 
 
+def _figure(*args, **kwargs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(*args, **kwargs)
+
+
+def _png(plt, fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def metric_vs_latency_png(points: list[dict]) -> bytes:
     """points: {label, baseline: (latency_ms, metric), compressed: (latency_ms, metric)} per run.
 
     Each run draws its baseline (hollow) and compressed model (filled) joined by an arrow; the Pareto front of the
     compressed models (nothing both faster and more accurate) is a dashed line.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    plt, fig, ax = _figure(figsize=(7, 4.5), dpi=110)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, p in enumerate(points):
         color = colors[i % len(colors)]
@@ -31,11 +43,23 @@ def metric_vs_latency_png(points: list[dict]) -> bytes:
     ax.set_title("accuracy vs latency: baseline (hollow) -> compressed (filled)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(plt, fig)
+
+
+def layers_png(layers: list[dict]) -> bytes:
+    """Kept attention heads and FFN units per layer of a pruned model (tfc.json changes.pruning.layers:
+    {heads, heads_total, ffn, ffn_total} per layer); a removed sublayer shows as 0 kept."""
+    plt, fig, axes = _figure(1, 2, figsize=(9, 3.5), dpi=110)
+    index = list(range(1, len(layers) + 1))
+    for ax, kept, total, title in ((axes[0], "heads", "heads_total", "attention heads kept"),
+                                   (axes[1], "ffn", "ffn_total", "FFN units kept")):
+        ax.bar(index, [layer[total] for layer in layers], color="#ddd", label="original")
+        ax.bar(index, [layer[kept] for layer in layers], color="#1f77b4", label="kept")
+        ax.set_title(title)
+        ax.set_xlabel("layer")
+        ax.set_xticks(index)
+    axes[0].legend(fontsize=8)
+    return _png(plt, fig)
 
 
 def _pareto(xy: list[tuple[float, float]]) -> list[tuple[float, float]]:

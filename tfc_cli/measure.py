@@ -41,7 +41,7 @@ def measure(recipe, data, baseline, saved, output: Path) -> dict:
 
 
 def build_report(recipe, data, measured: dict, stage_records: list, fingerprint: dict, verify_diff: float,
-                 output: Path, wall_s: float) -> dict:
+                 output: Path, wall_s: float, changes: dict) -> dict:
     index = recipe.baseline_index
     report = {
         "schema_version": REPORT_SCHEMA, "tfc_version": __version__,
@@ -52,6 +52,7 @@ def build_report(recipe, data, measured: dict, stage_records: list, fingerprint:
         "baseline_definition": f"model after stage {index} ({recipe.stages[index - 1].type})" if index else "the input model",
         "inputs": fingerprint, "load_policy": recipe.policy.record(),
         "stages": stage_records, "verification": {"max_logit_diff": verify_diff}, **measured,
+        "structure": changes.get("pruning"),  # per-layer kept heads / FFN units, when a stage pruned
     }
     report["comparison"] = comparison(measured["models"]["baseline"], measured["models"]["compressed"])
     report["gates"] = evaluate_gates(recipe.gates, report["comparison"])

@@ -17,7 +17,8 @@ import numpy as np
 
 from . import __version__, progress
 from .bench import bench_inputs
-from .checkpoint import atomic_output, check_output, save, verify_reload
+from .atomic import atomic_output, check_output
+from .checkpoint import save, verify_reload
 from .data import load_task_data
 from .diskspace import check_free_space
 from .errors import GateFailure, TfcError
@@ -122,7 +123,7 @@ def compress(prepared: Prepared, overwrite: bool = False, quiet: bool = False, r
         saved, diff = verify_reload(state, tmp, sample)  # below, the model as saved is measured, not the one in memory
         measured = measure(recipe, data, baseline, saved, prepared.output)
         report = build_report(recipe, data, measured, records, fingerprint, diff, prepared.output,
-                              time.perf_counter() - started)
+                              time.perf_counter() - started, state.changes)
         write_report(report, tmp)
     shutil.rmtree(work_dir(prepared.output), ignore_errors=True)  # the result is complete: stage checkpoints go
     failed = [g for g in report["gates"] if not g["passed"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from .charts import metric_vs_latency_png
+from .charts import layers_png, metric_vs_latency_png
 from .report import protocol_line, rows
 from .summary import HEADERS, RunSummary, cells
 
@@ -25,15 +25,24 @@ def _table(headers: list[str], body_rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _img(png: bytes, alt: str) -> str:
+    return f"<img alt='{escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
 def _chart(points: list[dict]) -> str:
-    data = base64.b64encode(metric_vs_latency_png(points)).decode()
-    return f"<img alt='accuracy vs latency' src='data:image/png;base64,{data}'>"
+    return _img(metric_vs_latency_png(points), "accuracy vs latency")
 
 
 def _point(label: str, report: dict) -> dict:
     b, c = report["models"]["baseline"], report["models"]["compressed"]
     return {"label": label, "baseline": (b["latency"]["p50_ms"], b["metrics"]["accuracy"]),
             "compressed": (c["latency"]["p50_ms"], c["metrics"]["accuracy"])}
+
+
+def _structure(report: dict) -> str:
+    """The per-layer picture of a pruned model: what each layer kept."""
+    layers = (report.get("structure") or {}).get("layers")
+    return f"<h2>Structure</h2>{_img(layers_png(layers), 'kept heads and FFN units per layer')}" if layers else ""
 
 
 def run_html(report: dict) -> str:
@@ -44,6 +53,7 @@ def run_html(report: dict) -> str:
     body = (_table(["", "baseline", "compressed", "change"], [list(r) for r in rows(report)])
             + f"<p class='note'>{escape(protocol_line(report))}</p>"
             + _chart([_point(name, report)])
+            + _structure(report)
             + "<h2>Stages</h2>" + _table(["#", "stage", "wall time"], stages)
             + (f"<h2>Gates</h2><ul>{gates}</ul>" if gates else ""))
     return _page(f"tfc report: {name}", body)

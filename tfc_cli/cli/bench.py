@@ -61,7 +61,7 @@ def bench(
         return
     t = Table("", "runtime", "p50 ms", "p95 ms", "throughput/s", "weights", "stored values", "RSS on load",
               caption=f"batch {batch_size}, seq {seq_len}, {protocol.threads} threads, {warmup} warm-up + {repeats} timed, interleaved")
-    for name, r in rows.items():
+    for r in rows.values():
         size = r.get("size", {})
         t.add_row(r["source"], r["runtime"], f"{r['latency']['p50_ms']:.2f}", f"{r['latency']['p95_ms']:.2f}",
                   f"{r['latency']['throughput_per_s']:.1f}", f"{size.get('bytes_on_disk', 0) / 1e6:.1f} MB" if size else "-",
