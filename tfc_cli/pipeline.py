@@ -65,7 +65,7 @@ def _check_stage_output(spec, result, sample: dict) -> None:
         raise TfcError(f"stage '{spec.type}' (line {spec.line}) produced a model with non-finite logits")
 
 
-def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool, quiet: bool):
+def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
     """Run (or reuse) every stage; returns (final state, baseline state, stage records, a sample batch)."""
     recipe, work = prepared.recipe, work_dir(prepared.output)
     start, records, refusal = resumable(work, recipe, fingerprint) if resume else (0, [], None)
@@ -86,7 +86,7 @@ def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool, quiet
     state = state_before(start)
     sample = bench_inputs(state.tokenizer, data.split(data.eval_split)["text"], 4, min(recipe.task.max_length, 32))
     baseline = state_before(baseline_at) if baseline_at < start else None
-    ctx = StageContext(recipe=recipe, data=data, seed=recipe.seed, quiet=quiet)
+    ctx = StageContext(recipe=recipe, data=data, seed=recipe.seed)
     for i in range(start, len(recipe.stages)):
         spec = recipe.stages[i]
         if i == baseline_at:
@@ -107,14 +107,14 @@ def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool, quiet
     return state, baseline, records, sample
 
 
-def compress(prepared: Prepared, overwrite: bool = False, quiet: bool = False, resume: bool = False) -> dict:
+def compress(prepared: Prepared, overwrite: bool = False, resume: bool = False) -> dict:
     """Run the recipe; returns the report. Raises GateFailure (after writing everything) if a gate fails."""
     recipe, started = prepared.recipe, time.perf_counter()
     fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
     check_free_space(prepared.info.source, prepared.output, len(recipe.stages))
     progress.info(f"[bold]tfc compress[/] {recipe.name}: model {recipe.model}, {len(recipe.stages)} stage(s)")
     data = load_task_data(recipe.task, seed=recipe.seed)
-    state, baseline, records, sample = _run_stages(prepared, data, fingerprint, resume, quiet)
+    state, baseline, records, sample = _run_stages(prepared, data, fingerprint, resume)
     manifest = {"tfc_version": __version__, "task": recipe.task.type, "labels": data.label_names,
                 "recipe": {"name": recipe.name, "sha256": recipe.sha256}, "seed": recipe.seed,
                 "base_model": recipe.model, "stages": records}

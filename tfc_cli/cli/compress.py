@@ -30,7 +30,7 @@ def compress(
         out.print(f"dry run: would write {prepared.output}")
         return
     try:
-        report = run_compress(prepared, overwrite=overwrite, quiet=quiet, resume=resume)
+        report = run_compress(prepared, overwrite=overwrite, resume=resume)
     except GateFailure as failure:
         out.print(table(failure.report))
         out.print(f"report: {prepared.output / 'report.md'}")

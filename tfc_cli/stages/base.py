@@ -16,7 +16,6 @@ class StageContext:
     recipe: "Recipe"
     data: "TaskData"
     seed: int
-    quiet: bool = False
 
 
 @dataclass
