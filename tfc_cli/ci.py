@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import Problem, RecipeError, TfcError, UsageError
 from .fingerprint import inputs_fingerprint
 from .pipeline import Prepared, prepare
-from .summary import RunSummary
+from .summary import RunSummary, status_of
 
 EXIT_BY_STATUS = {"passed": 0, "gates failed": 3, "crashed": 1}
 
@@ -69,17 +69,12 @@ def _finished_report(prepared: Prepared) -> dict | None:
         return None
 
 
-def _status(report: dict) -> str:
-    return "passed" if all(g["passed"] for g in report["gates"]) else "gates failed"
-
-
 def run_one(prepared: Prepared, resume: bool) -> RunSummary:
     name, started = prepared.recipe.name, time.perf_counter()
     if resume:
         previous = _finished_report(prepared)
         if previous and previous.get("inputs") == inputs_fingerprint(prepared.recipe):
-            return RunSummary(name, _status(previous), previous, wall_s=previous.get("wall_s", 0.0), reused=True,
-                              path=str(prepared.recipe.path))
+            return RunSummary(name, status_of(previous), previous, wall_s=previous.get("wall_s", 0.0), reused=True)
     cmd = [sys.executable, "-m", "tfc_cli", "compress", str(prepared.recipe.path), "-o", str(prepared.output),
            "--overwrite", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -87,11 +82,11 @@ def run_one(prepared: Prepared, resume: bool) -> RunSummary:
     if proc.returncode not in (0, 3):
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         message = lines[-1] if lines else f"exit code {proc.returncode}"
-        return RunSummary(name, "crashed", None, message.removeprefix("error: "), wall, path=str(prepared.recipe.path))
+        return RunSummary(name, "crashed", None, message.removeprefix("error: "), wall)
     report = _finished_report(prepared)
     if report is None:
-        return RunSummary(name, "crashed", None, "finished without a report.json", wall, path=str(prepared.recipe.path))
-    return RunSummary(name, _status(report), report, wall_s=wall, path=str(prepared.recipe.path))
+        return RunSummary(name, "crashed", None, "finished without a report.json", wall)
+    return RunSummary(name, status_of(report), report, wall_s=wall)
 
 
 def run_all(prepared: list[Prepared], jobs: int, resume: bool, on_done=None) -> list[RunSummary]:

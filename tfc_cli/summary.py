@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rich.table import Column, Table
 
@@ -15,12 +15,14 @@ class RunSummary:
     message: str = ""
     wall_s: float = 0.0
     reused: bool = False
-    path: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def gates(self) -> list[dict]:
         return self.report["gates"] if self.report else []
+
+
+def status_of(report: dict) -> str:
+    return "passed" if all(g["passed"] for g in report.get("gates", [])) else "gates failed"
 
 
 def cells(run: RunSummary) -> list[str]:

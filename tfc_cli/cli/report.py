@@ -8,7 +8,7 @@ import typer
 
 from ..errors import TfcError
 from ..report_html import runs_html
-from ..summary import RunSummary, markdown, table
+from ..summary import RunSummary, markdown, status_of, table
 from .common import err, handle_errors, out
 
 app = typer.Typer(help="Views over finished runs.", no_args_is_help=True)
@@ -22,8 +22,7 @@ def _load_run(folder: Path) -> RunSummary:
         report = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise TfcError(f"{path}: not valid JSON ({e})") from None
-    status = "passed" if all(g["passed"] for g in report.get("gates", [])) else "gates failed"
-    return RunSummary(report["recipe"]["name"], status, report, wall_s=report.get("wall_s", 0.0), path=str(folder))
+    return RunSummary(report["recipe"]["name"], status_of(report), report, wall_s=report.get("wall_s", 0.0))
 
 
 @app.command("compare")
