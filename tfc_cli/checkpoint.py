@@ -61,9 +61,16 @@ def _build_torch_model(folder: Path, manifest: dict, config):
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification
 
+    from .arch import rebuild
     from .quant.torch_int8 import prepare_for_loading
 
     model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
+    pruning = manifest.get("changes", {}).get("pruning")
+    if pruning:
+        try:
+            rebuild(model, pruning)
+        except (KeyError, TypeError) as err:
+            raise TfcError(f"{folder / MANIFEST}: malformed 'pruning' record ({err})") from None
     quant = manifest.get("changes", {}).get("quantization")
     if quant and quant.get("backend") == "torch":
         try:

@@ -42,8 +42,16 @@ class ModelInfo:
         return any(a.endswith("ForSequenceClassification") for a in self.architectures)
 
     @property
+    def changes(self) -> dict:
+        return (self.manifest or {}).get("changes", {})
+
+    @property
     def quantized(self) -> bool:
-        return bool(self.manifest and self.manifest.get("quantization"))
+        return bool(self.changes.get("quantization"))
+
+    @property
+    def pruned(self) -> bool:
+        return bool(self.changes.get("pruning"))
 
 
 def read_manifest(folder: str | Path) -> dict | None:

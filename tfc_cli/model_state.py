@@ -1,6 +1,7 @@
 """The model as it passes from stage to stage, and how it is loaded at the start of a run."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,12 @@ def load_for_task(info: ModelInfo, label_names: list[str], policy: LoadPolicy = 
     if info.has_classification_head and info.num_labels != num_labels:
         raise TfcError(f"model {info.source} classifies {info.num_labels} labels but the dataset has {num_labels}: "
                        f"{', '.join(label_names)}")
+    if info.pruned:  # pruned shapes are rebuilt from tfc.json, which from_pretrained does not read
+        from .checkpoint import load
+
+        ckpt = load(info.source)
+        return ModelState(model=ckpt.model, tokenizer=ckpt.tokenizer, config=ckpt.config,
+                          changes=copy.deepcopy(info.changes))
     check_local_weights(info.source, policy)
     try:
         tokenizer = load_tokenizer(info.source, policy)

@@ -131,16 +131,20 @@ def build(cls, data, problems: list[Problem], *, section: str, line: int | None 
     return cls(**values)
 
 
-def field_docs(cls) -> list[dict]:
-    """Name, type, default and help of every field: what `tfc stages` prints."""
+def field_docs(cls, prefix: str = "") -> list[dict]:
+    """Name, type, default and help of every field: what `tfc stages` prints. Nested sections are flattened
+    (`distill.layer_alpha`)."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += field_docs(hints[f.name], prefix=f"{prefix}{f.name}.")
+            continue
         if f.default is not REQUIRED:
             default = repr(f.default)
         elif f.default_factory is not REQUIRED:
             default = repr(f.default_factory())
         else:
             default = "(required)"
-        out.append({"name": f.name, "type": describe_type(hints[f.name]), "default": default, "help": f.metadata.get("help", "")})
+        out.append({"name": prefix + f.name, "type": describe_type(hints[f.name]), "default": default, "help": f.metadata.get("help", "")})
     return out

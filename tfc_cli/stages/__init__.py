@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from .base import Stage
+from .cofi import Cofi
 from .finetune import Finetune
 from .quantize import Quantize
 
-STAGES: dict[str, type[Stage]] = {cls.type: cls for cls in (Finetune, Quantize)}
+STAGES: dict[str, type[Stage]] = {cls.type: cls for cls in (Finetune, Cofi, Quantize)}

@@ -1,0 +1,119 @@
+"""Benchmark CoFi pruning (60% and 90%, each with and without INT8) against the fine-tuned MiniLM-L6 teacher and
+against the naive competitor: the teacher cut to its first k layers and fine-tuned as long.
+
+Steps (each skipped when its output already holds a report, so an interrupted run can go on):
+1. the teacher: `tfc compress recipes/rt-minilm-finetune.yaml`
+2. CoFi: the cofi stage of recipes/rt-minilm-cofi60-int8.yaml and rt-minilm-cofi90.yaml, run on the teacher
+3. INT8: a dynamic-int8 (ONNX Runtime) recipe on each CoFi result
+4. truncated teachers: first k layers, k matching each CoFi result's prunable weights, fine-tuned for as many
+   epochs as CoFi trained (pruning + fine-tuning)
+5. latency of every model against the teacher, interleaved in one process (`tfc bench --baseline`), batch 1 and 32
+Prints a Markdown table for docs/BENCHMARKS.md and writes runs/bench-cofi/results.json.
+
+    python scripts/bench_cofi.py [--repeats 100]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEACHER = ROOT / "runs" / "rt-minilm-finetune"
+OUT = ROOT / "runs" / "bench-cofi"
+TASK = {"type": "text-classification", "dataset": "demo:rotten-tomatoes", "max_length": 64}
+
+
+def tfc(*args: str, capture: bool = False) -> str:
+    done = subprocess.run([sys.executable, "-m", "tfc_cli", *args], check=True, cwd=ROOT,
+                          stdout=subprocess.PIPE if capture else None, text=True)
+    return done.stdout if capture else ""
+
+
+def run_recipe(name: str, model: Path, stages: list[dict]) -> dict:
+    """Run a recipe unless its report exists; returns the report."""
+    out = OUT / name
+    if not (out / "report.json").exists():
+        path = OUT / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"name": name, "model": str(model), "task": TASK, "stages": stages,
+                                        "bench": {"batch_size": 1, "seq_len": 64}, "output": str(out)}, sort_keys=False))
+        tfc("compress", str(path), "--overwrite")
+    return json.loads((out / "report.json").read_text())
+
+
+def truncated_teacher(k: int) -> Path:
+    """The teacher with only its first k encoder layers, saved as a plain HF folder."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = OUT / f"teacher-first{k}"
+    if not (folder / "config.json").exists():
+        model = AutoModelForSequenceClassification.from_pretrained(TEACHER)
+        model.bert.encoder.layer = model.bert.encoder.layer[:k]
+        model.config.num_hidden_layers = k
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(TEACHER).save_pretrained(folder)
+    return folder
+
+
+def latency(model: Path, batch: int, repeats: int) -> dict:
+    result = json.loads(tfc("bench", str(model), "--baseline", str(TEACHER), "--batch-size", str(batch), "--seq-len", "64",
+                            "--warmup", "10", "--repeats", str(repeats), "--json", capture=True))
+    return {"p50_ms": result["models"]["model"]["latency"]["p50_ms"],
+            "teacher_p50_ms": result["models"]["baseline"]["latency"]["p50_ms"], "speedup": result["speedup"],
+            "bytes": result["models"]["model"]["size"]["bytes_on_disk"], "params": result["models"]["model"]["size"]["params"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=100, help="timed calls at batch 1 (a quarter at batch 32)")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not (TEACHER / "tfc.json").exists():
+        tfc("compress", "recipes/rt-minilm-finetune.yaml")
+    teacher_report = json.loads((TEACHER / "report.json").read_text())
+    layer_params = 4 * 384 * 384 + 2 * 384 * 1536  # MiniLM-L6 attention+FFN weights per layer
+    rows = {"teacher (fp32)": {"folder": TEACHER, "accuracy": teacher_report["models"]["compressed"]["metrics"]["accuracy"],
+                               "prunable": 6 * layer_params, "wall_s": teacher_report["wall_s"]}}
+    for sparsity, recipe in ((60, "rt-minilm-cofi60-int8"), (90, "rt-minilm-cofi90")):
+        spec = yaml.safe_load((ROOT / "recipes" / f"{recipe}.yaml").read_text())
+        cofi = next(s for s in spec["stages"] if s["type"] == "cofi")
+        report = run_recipe(f"cofi{sparsity}", TEACHER, [cofi])
+        pruning = json.loads((OUT / f"cofi{sparsity}" / "tfc.json").read_text())["changes"]["pruning"]
+        rows[f"CoFi {sparsity}% (fp32)"] = {"folder": OUT / f"cofi{sparsity}", "accuracy": report["models"]["compressed"]["metrics"]["accuracy"],
+                                          "prunable": pruning["prunable_params"], "wall_s": report["wall_s"], "structure": pruning}
+        int8 = run_recipe(f"cofi{sparsity}-int8", OUT / f"cofi{sparsity}", [{"type": "quantize", "method": "dynamic-int8", "backend": "onnxruntime"}])
+        rows[f"CoFi {sparsity}% + INT8 (ORT)"] = {"folder": OUT / f"cofi{sparsity}-int8", "accuracy": int8["models"]["compressed"]["metrics"]["accuracy"],
+                                                "prunable": pruning["prunable_params"], "wall_s": report["wall_s"] + int8["wall_s"]}
+        k = max(1, round(pruning["prunable_params"] / layer_params))
+        epochs = cofi["epochs"] + cofi["finetune_epochs"]
+        trunc = run_recipe(f"first{k}-ft{epochs}", truncated_teacher(k),
+                           [{"type": "finetune", "epochs": epochs, "learning_rate": 1e-4, "batch_size": 32}])
+        rows[f"first {k} layers, fine-tuned {epochs} ep"] = {"folder": OUT / f"first{k}-ft{epochs}",
+                                                           "accuracy": trunc["models"]["compressed"]["metrics"]["accuracy"],
+                                                           "prunable": k * layer_params, "wall_s": trunc["wall_s"]}
+    for row in rows.values():
+        row["b1"] = latency(row["folder"], 1, args.repeats)
+        row["b32"] = latency(row["folder"], 32, max(10, args.repeats // 4))
+    base_acc = rows["teacher (fp32)"]["accuracy"]
+    lines = ["| model | test acc | drop (pt) | prunable params | total params | bytes on disk | p50 b1 | speedup b1 | p50 b32 | speedup b32 | wall time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['accuracy']:.4f} | {(base_acc - r['accuracy']) * 100:.2f} | {r['prunable'] / 1e6:.2f} M | "
+                     f"{r['b1']['params'] / 1e6:.2f} M | {r['b1']['bytes'] / 1e6:.1f} MB | {r['b1']['p50_ms']:.2f} ms | "
+                     f"{r['b1']['speedup']:.2f}x | {r['b32']['p50_ms']:.1f} ms | {r['b32']['speedup']:.2f}x | {r['wall_s'] / 60:.1f} min |")
+    for name, r in rows.items():
+        if "structure" in r:
+            s = r["structure"]
+            lines.append(f"\n{name}: hidden {s['hidden_size']}/{s['hidden_size_total']}, heads per layer "
+                         f"{[x['heads'] for x in s['layers']]}, FFN units per layer {[x['ffn'] for x in s['layers']]}")
+    (OUT / "results.json").write_text(json.dumps({k: {kk: (str(vv) if isinstance(vv, Path) else vv) for kk, vv in v.items()}
+                                                  for k, v in rows.items()}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""CoFi: gates, the gated forward, physical pruning, the stage end to end, and its validation."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import tfc_cli
+from tfc_cli.arch import Dims, GateSlot, Gates, adapter_for
+from tfc_cli.cli.app import app
+from tfc_cli.cofi.distill import default_teacher_layers, layer_loss
+from tfc_cli.cofi.gates import CofiGates, HardConcrete
+from tfc_cli.cofi.target import achieved_sparsity, project
+from tfc_cli.errors import TfcError
+
+runner = CliRunner()
+LAYERS, HEADS, HIDDEN, FFN = 3, 4, 32, 37
+
+
+def tiny(kind: str = "bert"):
+    from transformers import (BertConfig, BertForSequenceClassification, RobertaConfig,
+                              RobertaForSequenceClassification)
+
+    torch.manual_seed(0)
+    cfg, cls = ((BertConfig, BertForSequenceClassification) if kind == "bert"
+                else (RobertaConfig, RobertaForSequenceClassification))
+    config = cfg(vocab_size=99, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                 intermediate_size=FFN, max_position_embeddings=70, type_vocab_size=2, pad_token_id=1)
+    return cls(config).eval()
+
+
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 99, (3, 11), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def random_gates(seed: int = 0) -> Gates:
+    g = torch.Generator().manual_seed(seed)
+
+    def values(*shape, p=0.3):
+        v = torch.rand(*shape, generator=g) * 0.8 + 0.2
+        v[torch.rand(*shape, generator=g) < p] = 0
+        return v
+
+    gates = Gates(mha=torch.tensor([1.0, 0.7, 0.0]), heads=values(LAYERS, HEADS), ffn_layer=torch.tensor([0.9, 1.0, 1.0]),
+                  ffn=values(LAYERS, FFN), hidden=values(HIDDEN))
+    gates.ffn[2] = 0  # every unit of one FFN gone: the sublayer goes too
+    gates.heads[0, 0] = 0.6  # layer 0 keeps at least one head
+    return gates
+
+
+def logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_gates_of_one_change_nothing(kind):
+    model, batch = tiny(kind), inputs()
+    before = logits(model, batch)
+    slot = GateSlot(Gates(mha=torch.ones(LAYERS), heads=torch.ones(LAYERS, HEADS), ffn_layer=torch.ones(LAYERS),
+                          ffn=torch.ones(LAYERS, FFN), hidden=torch.ones(HIDDEN)))
+    adapter_for(model).install_gates(slot)
+    assert torch.equal(logits(model, batch), before)
+
+
+def test_zero_sparsity_gates_prune_nothing():
+    """Gates that all stay open (large log-alpha) keep every unit, and the pruned model is unchanged."""
+    model, batch = tiny(), inputs()
+    before = logits(model, batch)
+    adapter = adapter_for(model)
+    gates = CofiGates(adapter.dims(), dict.fromkeys(("mha", "heads", "ffn_layer", "ffn", "hidden"), True), 0.5)
+    for g in gates.gates.values():
+        torch.nn.init.constant_(g.log_alpha, 20.0)
+    final = gates.deterministic()
+    assert achieved_sparsity(final, adapter.dims()) == 0
+    assert gates.expected_sparsity().item() == pytest.approx(0, abs=1e-4)
+    keep = adapter.fold(final)
+    adapter.resize(keep)
+    assert adapter.dims() == Dims(LAYERS, (HEADS,) * LAYERS, HIDDEN // HEADS, (FFN,) * LAYERS, HIDDEN)
+    assert torch.allclose(logits(model, batch), before, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_pruned_model_equals_gated_model(kind):
+    model, batch = tiny(kind), inputs()
+    adapter, slot = adapter_for(model), GateSlot()
+    gates = random_gates()
+    adapter.install_gates(slot)
+    slot.gates = gates
+    gated = logits(model, batch)
+    adapter.remove_gates()
+    keep = adapter.fold(gates)
+    adapter.resize(keep)
+    pruned = logits(model, batch)
+    dims = adapter.dims()
+    assert dims.num_heads[2] == 0 and dims.ffn[2] == 0  # whole sublayers removed
+    assert dims.hidden == int((gates.hidden != 0).sum()) < HIDDEN
+    assert dims.num_heads[0] == int((gates.heads[0] != 0).sum())
+    assert model.base_model.embeddings.word_embeddings.weight.shape == (99, dims.hidden)
+    assert torch.allclose(gated, pruned, atol=1e-5), (gated - pruned).abs().max()
+    assert achieved_sparsity(gates, Dims(LAYERS, (HEADS,) * LAYERS, HIDDEN // HEADS, (FFN,) * LAYERS, HIDDEN)) == \
+        pytest.approx(1 - dims.prunable_params() / (LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)))
+
+
+def test_hard_concrete_samples_exact_zeros_and_ones():
+    gate = HardConcrete((10000,), droprate_init=0.5)
+    z = gate.sample()
+    assert float(z.min()) == 0 and float(z.max()) == 1
+    assert 0.1 < float((z == 0).float().mean()) < 0.5  # stretched: a real fraction lands exactly on 0
+    assert float(gate.prob_nonzero().mean()) == pytest.approx(float((z != 0).float().mean()), abs=0.03)
+
+
+def test_expected_sparsity_falls_as_gates_open():
+    dims = Dims(LAYERS, (HEADS,) * LAYERS, HIDDEN // HEADS, (FFN,) * LAYERS, HIDDEN)
+    gates = CofiGates(dims, {"heads": True, "ffn": True}, 0.5)
+    closed = float(gates.expected_sparsity())
+    for g in gates.gates.values():
+        g.log_alpha.data += 3
+    assert 0 < float(gates.expected_sparsity()) < closed < 1
+    assert set(gates.gates) == {"heads", "ffn"}  # switched-off granularities have no gates at all
+
+
+def test_projection_lands_on_target():
+    dims = Dims(LAYERS, (HEADS,) * LAYERS, HIDDEN // HEADS, (FFN,) * LAYERS, HIDDEN)
+    gates = CofiGates(dims, {"heads": True, "ffn": True}, 0.5)
+    torch.manual_seed(0)
+    for g in gates.gates.values():
+        g.log_alpha.data = torch.randn_like(g.log_alpha) + 3  # mostly open: far below a 0.5 target
+    final = gates.deterministic()
+    assert achieved_sparsity(final, dims) < 0.3
+    projected, moved = project(final, gates, 0.5, 0.005)
+    assert moved > 0
+    assert achieved_sparsity(projected, dims) == pytest.approx(0.5, abs=0.01)
+    # removed units are the weakest: every kept FFN unit has a higher log-alpha than every removed one
+    la = gates.gates["ffn"].log_alpha
+    assert la[projected.ffn != 0].min() > la[(projected.ffn == 0) & (final.ffn != 0)].max()
+
+
+def test_layer_matching_finds_the_student_layer_that_holds_each_teacher_layer():
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 5, 8) for _ in range(6)]
+    student = [torch.randn(2, 5, 8), teacher[1], torch.randn(2, 5, 8), teacher[3], teacher[5]]
+    identity = torch.nn.Linear(8, 8)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(8))
+        identity.bias.zero_()
+    loss, matched = layer_loss(student, teacher, [1, 3, 5], identity, torch.ones(2, 5))
+    assert matched == [1, 3, 4] and float(loss) == 0
+    # a layer whose attention is gone is never matched
+    _, matched = layer_loss(student, teacher, [1, 3, 5], identity, torch.ones(2, 5), alive=[True, True, True, False, True])
+    assert 3 not in matched and matched == sorted(matched)
+    assert default_teacher_layers(12) == [2, 5, 8, 11] and default_teacher_layers(6) == [1, 3, 5]
+
+
+def cofi_stages(epochs: int = 8, finetune_epochs: int = 2, extra: str = "") -> str:
+    return f"""
+  - type: finetune
+    epochs: 3
+    learning_rate: 3.0e-3
+    batch_size: 16
+  - type: cofi
+    target_sparsity: 0.5
+    epochs: {epochs}
+    sparsity_warmup_epochs: 2
+    finetune_epochs: {finetune_epochs}
+    learning_rate: 1.0e-3
+    reg_learning_rate: 0.05
+    batch_size: 16
+    {extra}
+"""
+
+
+@pytest.fixture(scope="module")
+def cofi_run(tmp_path_factory, tiny_model, tiny_data):
+    """One tiny finetune -> cofi run shared by the checks below."""
+    tmp = tmp_path_factory.mktemp("cofi")
+    recipe = tmp / "cofi.yaml"
+    recipe.write_text(textwrap.dedent(f"""\
+        name: tiny-cofi
+        model: {tiny_model}
+        task: {{type: text-classification, dataset: {tiny_data}, text: sentence, label: sentiment, max_length: 16}}
+        stages:
+        """) + textwrap.indent(textwrap.dedent(cofi_stages()).strip("\n"), "  ") + textwrap.dedent(f"""
+        bench: {{batch_size: 2, seq_len: 16, warmup: 1, repeats: 5}}
+        output: {tmp / 'out'}
+        """))
+    result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return tmp / "out"
+
+
+def test_cofi_reaches_target_and_reports_structure(cofi_run):
+    manifest = json.loads((cofi_run / "tfc.json").read_text())
+    pruning = manifest["changes"]["pruning"]
+    assert pruning["method"] == "cofi"
+    assert abs(pruning["sparsity"] - 0.5) <= 0.02
+    dims = Dims(2, tuple(x["heads"] for x in pruning["layers"]), 8, tuple(x["ffn"] for x in pruning["layers"]),
+                pruning["hidden_size"])
+    assert pruning["prunable_params"] == dims.prunable_params()
+    assert pruning["sparsity"] == pytest.approx(1 - dims.prunable_params() / pruning["prunable_params_total"])
+    summary = manifest["stages"][1]["summary"]
+    assert summary["gated_vs_pruned_max_logit_diff"] < 1e-3
+    report = json.loads((cofi_run / "report.json").read_text())
+    assert report["structure"]["layers"] == pruning["layers"]
+    assert report["models"]["compressed"]["size"]["params"] < report["models"]["baseline"]["size"]["params"]
+    # the task is separable by one word: the pruned, distilled model must keep it
+    assert report["models"]["compressed"]["metrics"]["accuracy"] >= 0.9
+    assert "kept heads and FFN units per layer" in (cofi_run / "report.html").read_text()
+
+
+def test_cofi_checkpoint_reloads_in_a_fresh_process(cofi_run, tmp_path):
+    texts = ["the movie was very good", "a plot is dull", "the cast was not bad"]
+    ckpt = tfc_cli.load(cofi_run)
+    from tfc_cli.runners import runner_for
+
+    enc = ckpt.tokenizer(texts, padding=True, return_tensors="np")
+    here = runner_for(ckpt)({k: v.astype(np.int64) for k, v in enc.items()})
+    code = textwrap.dedent(f"""
+        import json, numpy as np, tfc_cli
+        from tfc_cli.runners import runner_for
+        ckpt = tfc_cli.load({str(cofi_run)!r})
+        enc = ckpt.tokenizer({texts!r}, padding=True, return_tensors="np")
+        print(json.dumps(runner_for(ckpt)({{k: v.astype(np.int64) for k, v in enc.items()}}).tolist()))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert np.allclose(np.array(json.loads(out.strip().splitlines()[-1])), here, atol=1e-6)
+
+
+def test_pruned_checkpoint_works_with_eval_bench_and_quantize(cofi_run, tmp_path, tiny_data):
+    result = runner.invoke(app, ["bench", str(cofi_run), "--repeats", "3", "--warmup", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["models"]["model"]["latency"]["p50_ms"] > 0
+    for backend in ("onnxruntime", "torch"):
+        recipe = tmp_path / f"q-{backend}.yaml"
+        recipe.write_text(textwrap.dedent(f"""\
+            model: {cofi_run}
+            task: {{type: text-classification, dataset: {tiny_data}, text: sentence, label: sentiment, max_length: 16}}
+            stages: [{{type: quantize, backend: {backend}}}]
+            bench: {{batch_size: 2, seq_len: 16, warmup: 1, repeats: 5}}
+            output: {tmp_path / backend}
+            """))
+        result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / backend / "report.json").read_text())
+        assert abs(report["comparison"]["metric_delta"]) <= 0.1
+        manifest = json.loads((tmp_path / backend / "tfc.json").read_text())
+        assert manifest["changes"]["pruning"]["layers"]  # the pruned shapes travel with the quantized model
+        result = runner.invoke(app, ["eval", str(tmp_path / backend), "--dataset", str(tiny_data), "--text", "sentence",
+                                     "--label", "sentiment", "--json"])
+        assert result.exit_code == 0, result.output
+        again = recipe.read_text().replace(f"model: {cofi_run}", f"model: {tmp_path / backend}")
+        recipe.write_text(again.replace(f"output: {tmp_path / backend}", f"output: {tmp_path / 'again'}"))
+        result = runner.invoke(app, ["validate", str(recipe)])
+        assert result.exit_code == 2 and "already quantized" in result.output, result.output
+
+
+@pytest.mark.parametrize("off", ["mha", "heads", "ffn", "ffn_units", "hidden"])
+def test_each_granularity_can_be_switched_off(make_recipe, tiny_classifier, off):
+    """With one granularity off, the stage still prunes, and what that granularity governs stays whole."""
+    from tfc_cli.data import load_task_data
+    from tfc_cli.model_info import model_info
+    from tfc_cli.model_state import load_for_task
+    from tfc_cli.recipe import parse_recipe
+    from tfc_cli.stages.base import StageContext
+
+    recipe = parse_recipe(make_recipe(f"""
+      - {{type: cofi, target_sparsity: 0.5, epochs: 4, sparsity_warmup_epochs: 1, finetune_epochs: 0,
+          learning_rate: 1.0e-3, reg_learning_rate: 0.05, batch_size: 32, prune: {{{off}: false}}}}
+    """, model=tiny_classifier))
+    spec = recipe.stages[0]
+    assert dict(vars(spec.stage.config.prune))[off] is False
+    data = load_task_data(recipe.task)
+    state = load_for_task(model_info(str(tiny_classifier)), data.label_names)
+    torch.manual_seed(0)
+    result = spec.stage.apply(state, StageContext(recipe, data, seed=0))
+    pruning = result.changes["pruning"]
+    # with a granularity off, the tiny model's remaining units can be too coarse to land exactly (a head is 8%)
+    assert abs(pruning["sparsity"] - 0.5) <= 0.1, (result.summary, pruning)
+    layers = pruning["layers"]
+    if off == "hidden":
+        assert pruning["hidden_size"] == pruning["hidden_size_total"]
+    if off == "heads":
+        assert all(x["heads"] in (0, x["heads_total"]) for x in layers)
+    if off == "ffn_units":
+        assert all(x["ffn"] in (0, x["ffn_total"]) for x in layers)
+    dims = adapter_for(result.state.model).dims()
+    assert [x["heads"] for x in layers] == list(dims.num_heads) and dims.hidden == pruning["hidden_size"]
+
+
+@pytest.mark.parametrize("stage, message", [
+    ("{type: cofi, prune: {mha: false, heads: false, ffn: false, ffn_units: false, hidden: false}}", "every granularity"),
+    ("{type: cofi, epochs: 1, sparsity_warmup_epochs: 2}", "exceeds epochs"),
+    ("{type: cofi, target_sparsity: 1.0}", "target_sparsity"),
+    ("{type: cofi, distill: {teacher_layers: [0, 7]}}", "teacher_layers"),
+    ("{type: cofi, distill: {layer_alpha: 0, logit_alpha: 0}}", "no training signal"),
+    ("{type: cofi, prune: {heds: false}}", "did you mean 'heads'"),
+])
+def test_cofi_recipe_errors(make_recipe, stage, message):
+    recipe = make_recipe(f"""
+      - {{type: finetune, epochs: 1}}
+      - {stage}
+    """)
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and ":12" in result.output.replace("\n", "")
+
+
+def test_cofi_refuses_a_pruned_model(cofi_run, make_recipe):
+    recipe = make_recipe("""
+      - {type: cofi}
+    """, model=cofi_run)
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2 and "already pruned" in result.output
+
+
+def test_malformed_pruning_record_is_a_clear_error(cofi_run, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(cofi_run, broken)
+    manifest = json.loads((broken / "tfc.json").read_text())
+    del manifest["changes"]["pruning"]["layers"]
+    (broken / "tfc.json").write_text(json.dumps(manifest))
+    with pytest.raises(TfcError, match="malformed 'pruning'"):
+        tfc_cli.load(broken)

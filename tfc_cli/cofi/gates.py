@@ -1,0 +1,95 @@
+"""Hard-concrete L0 gates (Louizos et al., 2018) at CoFi's five granularities, and the expected model size.
+
+A gate's log-alpha is learned; in training each step samples a stretched, clamped concrete variable, so a gate
+is exactly 0 or 1 with non-zero probability. `expected_sparsity` is differentiable, which lets the Lagrangian
+term pull it to the target. At the end `deterministic` turns each group of gates into fixed values, zeroing as
+many units as the gates expect to be zero (CoFi's rule).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..arch import Dims, Gates
+
+BETA, LIMIT_L, LIMIT_R, EPS = 2 / 3, -0.1, 1.1, 1e-6
+SOFT_MASK_SHARPNESS = 0.8  # CoFi's scaling of log-alpha for the kept gates' final values
+GRANULARITIES = ("mha", "heads", "ffn_layer", "ffn", "hidden")
+
+
+class HardConcrete(nn.Module):
+    def __init__(self, shape: tuple[int, ...], droprate_init: float):
+        super().__init__()
+        mean = math.log(1 - droprate_init) - math.log(droprate_init)
+        self.log_alpha = nn.Parameter(torch.empty(shape).normal_(mean, 1e-2))
+
+    def sample(self) -> torch.Tensor:
+        u = torch.rand_like(self.log_alpha).clamp(EPS, 1 - EPS)
+        s = torch.sigmoid((u.log() - (1 - u).log() + self.log_alpha) / BETA)
+        return (s * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(0, 1)
+
+    def prob_nonzero(self) -> torch.Tensor:
+        """P(gate != 0) = 1 - CDF(0) of the stretched concrete distribution."""
+        return torch.sigmoid(self.log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R)).clamp(EPS, 1 - EPS)
+
+    @torch.no_grad()
+    def deterministic(self) -> torch.Tensor:
+        """Per row (last dim): zero the round(expected zeros) weakest gates; the rest get sigmoid(log-alpha) values."""
+        rows = self.log_alpha.reshape(-1, self.log_alpha.shape[-1])
+        probs = self.prob_nonzero().reshape(rows.shape)
+        out = torch.sigmoid(rows / BETA * SOFT_MASK_SHARPNESS)
+        for r in range(rows.shape[0]):
+            zeros = round(rows.shape[1] - float(probs[r].sum()))
+            if zeros > 0:
+                out[r, torch.topk(out[r], k=zeros, largest=False).indices] = 0.0
+        return out.reshape(self.log_alpha.shape)
+
+
+class CofiGates(nn.Module):
+    """The learned gates of one model; granularities switched off are absent (treated as all ones)."""
+
+    def __init__(self, dims: Dims, enabled: dict[str, bool], droprate_init: float):
+        super().__init__()
+        if len(set(dims.num_heads)) != 1 or len(set(dims.ffn)) != 1:
+            raise ValueError("CoFi gates need an unpruned model (equal heads and FFN units in every layer)")
+        self.dims = dims
+        shapes = {"mha": (dims.num_layers,), "heads": (dims.num_layers, dims.num_heads[0]),
+                  "ffn_layer": (dims.num_layers,), "ffn": (dims.num_layers, dims.ffn[0]), "hidden": (dims.hidden,)}
+        # 1-d gates (mha, ffn_layer, hidden) form one group for `deterministic`; heads and units one per layer
+        self.gates = nn.ModuleDict({k: HardConcrete(shapes[k], droprate_init) for k in GRANULARITIES if enabled.get(k)})
+
+    def sample(self) -> Gates:
+        return Gates(**{k: g.sample() for k, g in self.gates.items()})
+
+    def deterministic(self) -> Gates:
+        return Gates(**{k: g.deterministic() for k, g in self.gates.items()})
+
+    def _score(self, name: str, shape) -> torch.Tensor:
+        return self.gates[name].prob_nonzero() if name in self.gates else torch.ones(shape)
+
+    def expected_params(self) -> torch.Tensor:
+        """Expected remaining prunable weights: sum over layers of hidden x (4 x head_dim x heads + 2 x units)."""
+        d = self.dims
+        L = d.num_layers
+        hidden = self._score("hidden", (d.hidden,)).sum()
+        heads = (self._score("heads", (L, d.num_heads[0])) * self._score("mha", (L,))[:, None]).sum()
+        units = (self._score("ffn", (L, d.ffn[0])) * self._score("ffn_layer", (L,))[:, None]).sum()
+        return hidden * (4 * d.head_dim * heads + 2 * units)
+
+    def expected_sparsity(self) -> torch.Tensor:
+        return 1 - self.expected_params() / self.dims.prunable_params()
+
+
+class Lagrangian(nn.Module):
+    """lambda1 (s - t) + lambda2 (s - t)^2, minimised by the model and maximised by the lambdas (CoFi eq. 6)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lambdas = nn.Parameter(torch.zeros(2))
+        self.lambdas.register_hook(lambda grad: -grad)  # gradient ascent on the multipliers
+
+    def forward(self, expected: torch.Tensor, target: float) -> torch.Tensor:
+        gap = expected - target
+        return self.lambdas[0] * gap + self.lambdas[1] * gap * gap
