@@ -5,6 +5,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -120,3 +121,32 @@ def test_missing_demo_asset_says_how_to_fetch_it(tmp_path, monkeypatch, make_rec
     result = run("plan", recipe)
     assert result.exit_code == 1
     assert "tfc assets fetch minilm-l6" in result.output
+
+
+def test_bench_runs_a_torch_model_on_onnxruntime_on_demand(tiny_classifier):
+    result = run("bench", tiny_classifier, "--baseline", tiny_classifier, "--runtime", "onnxruntime", "--seq-len", 16,
+                 "--repeats", 3, "--warmup", 1, "--json")
+    assert result.exit_code == 0, result.output
+    data = json_out(result)
+    assert {r["runtime"] for r in data["models"].values()} == {"onnxruntime"}
+    assert data["speedup"] > 0
+
+
+def test_bench_on_a_runtime_an_onnx_model_cannot_use_is_one_clear_error(tmp_path, make_recipe):
+    recipe = make_recipe()  # finetune -> quantize (onnxruntime)
+    assert run("compress", recipe, "--quiet").exit_code == 0
+    result = run("bench", tmp_path / "out" / "tiny", "--runtime", "torch")
+    assert result.exit_code == 1 and "runs on onnxruntime only" in result.output
+    assert run("bench", tmp_path / "out" / "tiny", "--runtime", "tpu").exit_code == 2
+
+
+@pytest.mark.slow
+def test_bench_all_runtimes_side_by_side_names_the_fastest(tiny_classifier):
+    result = run("bench", tiny_classifier, "--baseline", tiny_classifier, "--runtime", "all", "--seq-len", 16,
+                 "--repeats", 3, "--warmup", 1, "--json")
+    assert result.exit_code == 0, result.output
+    data = json_out(result)
+    assert set(data["models"]) == {f"{m}:{r}" for m in ("model", "baseline") for r in ("torch", "torch-compile", "onnxruntime")}
+    p50 = {k: v["latency"]["p50_ms"] for k, v in data["models"].items()}
+    assert data["fastest"] == min(p50, key=p50.get)
+    assert data["speedup_vs_baseline_torch"]["baseline:torch"] == 1.0

@@ -6,9 +6,14 @@ import torch
 from .quiet import library_noise_silenced
 
 
+def input_names(tokenizer) -> list[str]:
+    """The graph inputs, in the tokenizer's order."""
+    return [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+
+
 def export_onnx(model: torch.nn.Module, tokenizer, example_len: int = 16) -> bytes:
     """ONNX bytes of `model`, with dynamic batch and sequence axes; output 'logits'."""
-    names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+    names = input_names(tokenizer)
     enc = tokenizer(["tfc export example"] * 2, padding="max_length", max_length=example_len, return_tensors="pt")
     kwargs = {n: enc[n] for n in names}
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")

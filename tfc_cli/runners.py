@@ -7,13 +7,17 @@ import numpy as np
 import torch
 
 
-class TorchRunner:
-    runtime = "torch"
+RUNTIMES = ("torch", "torch-compile", "onnxruntime")
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model.eval()
+
+class TorchRunner:
+    def __init__(self, model: torch.nn.Module, compile: bool = False):  # noqa: A002
+        model.eval()
         accepted = inspect.signature(model.forward).parameters
         self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted]
+        # torch.compile (inductor) specialises on the first shapes it sees; the benchmark's shapes are fixed
+        self.model = torch.compile(model) if compile else model
+        self.runtime = "torch-compile" if compile else "torch"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
@@ -48,3 +52,23 @@ def runner_for(state, threads: int | None = None):
     if state.onnx is not None:
         return OrtRunner(state.onnx, threads)
     return TorchRunner(state.model)
+
+
+def runtimes_for(ckpt) -> list[str]:
+    """Runtimes a checkpoint can be timed on: an ONNX model only on ONNX Runtime, a torch model on all three."""
+    return ["onnxruntime"] if ckpt.onnx is not None else list(RUNTIMES)
+
+
+def runner_on(ckpt, runtime: str, threads: int | None = None):
+    """`ckpt` executed by `runtime`; a torch model is compiled, or exported (fp32) to ONNX Runtime, on demand."""
+    from .errors import TfcError
+
+    if runtime not in runtimes_for(ckpt):
+        raise TfcError(f"{ckpt.folder} is an ONNX model: it runs on onnxruntime only, not {runtime}")
+    if ckpt.onnx is not None:
+        return OrtRunner(ckpt.onnx, threads)
+    if runtime == "onnxruntime":
+        from .onnx_export import export_onnx
+
+        return OrtRunner(export_onnx(ckpt.model, ckpt.tokenizer), threads)
+    return TorchRunner(ckpt.model, compile=runtime == "torch-compile")

@@ -8,7 +8,9 @@ from rich.table import Table
 
 from ..bench import Protocol, bench_inputs, environment, peak_rss_mb, time_interleaved, weights_size
 from ..checkpoint import open_model
-from ..runners import runner_for
+from .. import progress
+from ..errors import UsageError
+from ..runners import RUNTIMES, runner_on, runtimes_for
 from ..trust import LoadPolicy
 from .common import handle_errors, out, set_quiet
 
@@ -23,10 +25,15 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+RUNTIME_CHOICES = ("native", *RUNTIMES, "all")
+
+
 @handle_errors
 def bench(
     model: str = typer.Argument(..., help="a tfc checkpoint, an HF folder, a hub id or demo:NAME"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="time this model too, interleaved, and report the speedup"),
+    runtime: str = typer.Option("native", "--runtime", help="native (the checkpoint's own) | torch | torch-compile | "
+                                "onnxruntime | all; a torch model is compiled or exported to ONNX on demand"),
     batch_size: int = typer.Option(1, "--batch-size", min=1),
     seq_len: int = typer.Option(64, "--seq-len", min=1),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="default: physical cores"),
@@ -36,7 +43,9 @@ def bench(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     allow_pickle_weights: bool = typer.Option(False, "--allow-pickle-weights", help="load .bin/.pt weights (restricted unpickler)"),
 ):
-    """Latency p50/p95, throughput, size and memory of a model, side by side with a baseline."""
+    """Latency p50/p95, throughput, size and memory of a model, side by side with a baseline, on one runtime or all."""
+    if runtime not in RUNTIME_CHOICES:
+        raise UsageError(f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, got '{runtime}'")
     set_quiet(quiet or as_json)
     protocol = Protocol(batch_size, seq_len, threads, warmup, repeats).resolved()
     specs = {"model": model} | ({"baseline": baseline} if baseline else {})
@@ -44,28 +53,41 @@ def bench(
     for name, spec in specs.items():
         before = _rss_mb()
         ckpt = open_model(spec, require_head=False, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
-        runners[name] = runner_for(ckpt, protocol.threads)
+        load_rss = _rss_mb() - before
+        size = weights_size(ckpt.weights_path) if ckpt.weights_path.is_file() else None
         inputs = bench_inputs(ckpt.tokenizer, _TEXTS, batch_size, seq_len)
-        runners[name](inputs)
-        rows[name] = {"source": spec, "runtime": runners[name].runtime, "load_rss_mb": _rss_mb() - before}
-        if ckpt.weights_path.is_file():
-            rows[name]["size"] = weights_size(ckpt.weights_path)
+        chosen = runtimes_for(ckpt) if runtime == "all" else [ckpt.runtime if runtime == "native" else runtime]
+        for rt in chosen:
+            key = name if runtime != "all" else f"{name}:{rt}"
+            progress.info(f"preparing {spec} on {rt}")
+            runners[key] = runner_on(ckpt, rt, protocol.threads)
+            runners[key](inputs)  # compiles / builds the session before anything is timed
+            rows[key] = {"source": spec, "runtime": rt, "load_rss_mb": load_rss} | ({"size": size} if size else {})
     latency = time_interleaved(runners, inputs, protocol)
-    for name in rows:
-        rows[name]["latency"] = latency[name]
+    for key in rows:
+        rows[key]["latency"] = latency[key]
     result = {"models": rows, "environment": environment(protocol.threads), "peak_rss_mb": peak_rss_mb()}
-    if baseline:
-        result["speedup"] = latency["baseline"]["p50_ms"] / latency["model"]["p50_ms"]
+    p50 = {key: latency[key]["p50_ms"] for key in rows}
+    if baseline and runtime != "all":
+        result["speedup"] = p50["baseline"] / p50["model"]
+    if runtime == "all":
+        result["fastest"] = min(p50, key=p50.get)
+        reference = next((k for k in rows if k.startswith("baseline") and rows[k]["runtime"] == "torch"), None)
+        if reference:  # every row against the baseline as users run it by default: eager torch
+            result["speedup_vs_baseline_torch"] = {key: p50[reference] / p50[key] for key in rows}
     if as_json:
         out.print_json(json.dumps(result))
         return
     t = Table("", "runtime", "p50 ms", "p95 ms", "throughput/s", "weights", "stored values", "RSS on load",
               caption=f"batch {batch_size}, seq {seq_len}, {protocol.threads} threads, {warmup} warm-up + {repeats} timed, interleaved")
-    for r in rows.values():
+    for key, r in rows.items():
         size = r.get("size", {})
-        t.add_row(r["source"], r["runtime"], f"{r['latency']['p50_ms']:.2f}", f"{r['latency']['p95_ms']:.2f}",
+        t.add_row(f"{key.split(':')[0]}: {r['source']}" if runtime == "all" else r["source"], r["runtime"],
+                  f"{r['latency']['p50_ms']:.2f}", f"{r['latency']['p95_ms']:.2f}",
                   f"{r['latency']['throughput_per_s']:.1f}", f"{size.get('bytes_on_disk', 0) / 1e6:.1f} MB" if size else "-",
                   f"{size.get('params', 0) / 1e6:.2f} M" if size else "-", f"{r['load_rss_mb']:.0f} MB")
     out.print(t)
-    if baseline:
+    if "speedup" in result:
         out.print(f"speedup (ratio of p50): [bold]{result['speedup']:.2f}x[/]")
+    if "fastest" in result:
+        out.print(f"fastest: [bold]{result['fastest']}[/] ({p50[result['fastest']]:.2f} ms p50)")

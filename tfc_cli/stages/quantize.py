@@ -1,53 +1,56 @@
-"""`quantize`: post-training dynamic INT8 (weights int8 per channel, activations quantized at run time).
+"""`quantize`: post-training INT8.
 
-Backends: `onnxruntime` exports the model to ONNX (torch.export-based exporter) and quantizes it with
-onnxruntime.quantization; `torch` swaps every nn.Linear and nn.Embedding for tfc's INT8 modules
-(see quant/torch_int8.py).
-On CPUs without VNNI, u8s8 int8 products can saturate (vpmaddubsw adds pairs into int16), which is known to
-collapse BERT accuracy; there the ONNX weights use a 7-bit reduced range.
+- `dynamic-int8`: weights int8 per channel, activations quantized at run time. Backends: `onnxruntime` (export
+  with the torch.export-based exporter, then onnxruntime.quantization; see quant/onnx_int8.py) and `torch`
+  (tfc's INT8 modules; see quant/torch_int8.py).
+- `static-int8` (onnxruntime): activation scales fixed beforehand from `calibration_samples` training examples
+  (a seeded sample), QDQ format; no per-call range computation.
 """
 from __future__ import annotations
 
-import tempfile
+import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-from ..bench import cpu_description
-from ..onnx_export import export_onnx
+from ..onnx_export import export_onnx, input_names
+from ..quant.onnx_int8 import calibration_batches, has_vnni, quantize_dynamic_int8, quantize_static_int8
 from ..quant.torch_int8 import quantize_modules
-from ..quiet import library_noise_silenced
 from ..schema import param
 from .base import Stage, StageContext, StageResult
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    method: Literal["dynamic-int8"] = param("dynamic-int8", help="quantization scheme")
+    method: Literal["dynamic-int8", "static-int8"] = param("dynamic-int8", help="quantization scheme")
     backend: Literal["onnxruntime", "torch"] = param("onnxruntime", help="runtime that executes the INT8 model")
     per_channel: bool = param(True, help="one weight scale per output channel (else per tensor); onnxruntime only")
-
-
-def has_vnni() -> bool:
-    flags = cpu_description()["flags"]
-    return flags["avx512_vnni"] or flags["avx_vnni"]
+    calibration_samples: int = param(256, help="training examples that set the activation scales (static-int8)", min=1)
+    calibration: Literal["minmax", "percentile", "entropy"] = param(
+        "minmax", help="how activation ranges are calibrated (static-int8)")
 
 
 class Quantize(Stage):
     type = "quantize"
     Config = QuantizeConfig
-    help = "Post-training INT8 quantization of Linear/MatMul and embedding weights (dynamic activations)."
+    help = "Post-training INT8 quantization of Linear/MatMul (and embedding) weights; dynamic or static activations."
     final = True
 
     def validate(self, info) -> list[str]:
-        return ["the model is already quantized"] if info.quantized else []
+        problems = ["the model is already quantized"] if info.quantized else []
+        if self.config.method == "static-int8" and self.config.backend != "onnxruntime":
+            problems.append("static-int8 runs on backend 'onnxruntime' (set backend: onnxruntime)")
+        return problems
 
     def plan(self, info) -> str:
         c = self.config
+        if c.method == "static-int8":
+            return (f"static-int8 on onnxruntime: export to ONNX, calibrate activation ranges ({c.calibration}) on "
+                    f"{c.calibration_samples} training examples, then quantize every MatMul and Gather (QDQ, weights "
+                    f"{'per channel' if c.per_channel else 'per tensor'}); weights about 4x smaller")
         where = ("export to ONNX, then quantize MatMul and Gather (embedding) weights" if c.backend == "onnxruntime"
                  else "replace every Linear and Embedding")
         return (f"{c.method} on {c.backend}: {where} to int8 ({'per channel' if c.per_channel else 'per tensor'}); "
-                f"{info.num_layers} layers x 6 Linear + embeddings, pooler, classifier; weights about 4x smaller")
+                "weights about 4x smaller")
 
     def apply(self, state, ctx: StageContext) -> StageResult:
         c = self.config
@@ -57,18 +60,24 @@ class Quantize(Stage):
                        "activations": "int8 per-token dynamic (Linear); embeddings int8 per row", "modules": names}
             return StageResult(state, summary={"quantized_modules": len(names)}, changes={"quantization": changes})
 
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         reduce_range = not has_vnni()
-        with tempfile.TemporaryDirectory(prefix="tfc-onnx-") as tmp:
-            fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-            fp32.write_bytes(export_onnx(state.model, state.tokenizer))
-            with library_noise_silenced():
-                quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=c.per_channel,
-                                 reduce_range=reduce_range)
-            state.onnx = int8.read_bytes()
-        state.model = None  # the ONNX graph is now the model
+        fp32 = export_onnx(state.model, state.tokenizer)
         changes = {"method": c.method, "backend": "onnxruntime", "weights": "int8", "per_channel": c.per_channel,
-                   "reduce_range": reduce_range, "activations": "uint8 dynamic"}
-        return StageResult(state, summary={"reduce_range": reduce_range, "vnni": not reduce_range},
-                           changes={"quantization": changes})
+                   "reduce_range": reduce_range}
+        summary = {"reduce_range": reduce_range, "vnni": not reduce_range}
+        if c.method == "static-int8":
+            train = ctx.data.split("train")
+            rows = random.Random(ctx.seed).sample(range(len(train)), min(c.calibration_samples, len(train)))
+            sample = train.select(sorted(rows))
+            pairs = sample["text_pair"] if "text_pair" in sample.column_names else None
+            batches = calibration_batches(state.tokenizer, sample["text"], pairs, ctx.recipe.task.max_length,
+                                          input_names(state.tokenizer))
+            state.onnx = quantize_static_int8(fp32, batches, c.per_channel, reduce_range, c.calibration)
+            changes |= {"activations": f"uint8 static ({c.calibration} calibration on {len(rows)} training examples)",
+                        "format": "QDQ"}
+            summary["calibration_samples"] = len(rows)
+        else:
+            state.onnx = quantize_dynamic_int8(fp32, c.per_channel, reduce_range)
+            changes["activations"] = "uint8 dynamic"
+        state.model = None  # the ONNX graph is now the model
+        return StageResult(state, summary=summary, changes={"quantization": changes})
