@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tfc_cli.cli.app import app
 from tfc_cli.onnx_export import export_onnx, input_names
-from tfc_cli.quant.onnx_int8 import calibration_batches, quantize_dynamic_int8, quantize_static_int8
+from tfc_cli.quant.onnx_int8 import OnnxInt8, calibration_batches
 
 runner = CliRunner()
 
@@ -32,14 +32,15 @@ def test_static_int8_stays_close_to_fp32(tiny_classifier, calibration):
     names = input_names(ckpt.tokenizer)
     batches = calibration_batches(ckpt.tokenizer, texts[:48], None, 16, names)
     fp32 = export_onnx(ckpt.model, ckpt.tokenizer)
-    int8 = quantize_static_int8(fp32, batches, per_channel=True, reduce_range=False, calibration=calibration)
+    int8 = OnnxInt8(fp32, "static-int8", per_channel=True, reduce_range=False, calibration=calibration,
+                    batches=batches).quantize()
     held_out = calibration_batches(ckpt.tokenizer, texts[48:], None, 16, names)[0]
     expected, got = _run(fp32, held_out), _run(int8, held_out)
     scale = np.abs(expected).max()
     assert np.abs(got - expected).max() <= 0.1 * scale, (got, expected)
     assert len(int8) < len(fp32)  # the weights are stored as int8
     # the dynamic variant, for the same model, lands within the same tolerance
-    dynamic = _run(quantize_dynamic_int8(fp32, per_channel=True, reduce_range=False), held_out)
+    dynamic = _run(OnnxInt8(fp32, "dynamic-int8", per_channel=True, reduce_range=False).quantize(), held_out)
     assert np.abs(dynamic - expected).max() <= 0.1 * scale
 
 
@@ -65,3 +66,51 @@ def test_static_int8_needs_onnxruntime(make_recipe):
     """)
     result = runner.invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 2 and "static-int8 runs on backend 'onnxruntime'" in result.output
+
+
+class FakeQuantizer:
+    """Nodes b and d cost accuracy when quantized; a and c do not."""
+    graph = b"float"
+    harm = {"a": (0.0, 0.1), "b": (0.05, 3.0), "c": (0.0, 0.0), "d": (0.05, 2.0)}  # (accuracy, logit error)
+
+    def candidates(self):
+        return {n: n.upper() for n in self.harm}
+
+    def quantize(self, exclude=()):
+        return ("q:" + ",".join(sorted(exclude))).encode()
+
+    def _quantized(self, onnx):
+        excluded = onnx.decode()[2:].split(",")
+        return [n for n in self.harm if n not in excluded]
+
+    def accuracy(self, onnx):
+        return 0.9 if onnx == self.graph else 0.9 - sum(self.harm[n][0] for n in self._quantized(onnx))
+
+    def logits(self, onnx):
+        return np.zeros(4) if onnx == self.graph else np.full(4, np.sqrt(sum(self.harm[n][1] for n in self._quantized(onnx))))
+
+
+def test_accuracy_guard_leaves_the_fewest_harmful_nodes_in_float():
+    from tfc_cli.quant.accuracy_guard import guarded_quantize
+
+    q = FakeQuantizer()
+    result = guarded_quantize(q, q.accuracy, q.logits, max_drop=0.02)
+    assert result.float_nodes == ["B", "D"]
+    assert result.accuracy_int8_all == pytest.approx(0.8) and result.accuracy == pytest.approx(0.9)
+    # a looser bound needs only the most harmful node
+    assert guarded_quantize(q, q.accuracy, q.logits, max_drop=0.06).float_nodes == ["B"]
+    # within bounds from the start: nothing stays float
+    assert guarded_quantize(q, q.accuracy, q.logits, max_drop=0.2).float_nodes == []
+
+
+def test_accuracy_guard_in_a_recipe_records_the_float_nodes(make_recipe, tmp_path):
+    recipe = make_recipe("""
+      - {type: finetune, epochs: 3, learning_rate: 3.0e-3, batch_size: 16}
+      - {type: quantize, method: dynamic-int8, max_accuracy_drop: 0.0}
+    """, name="guard")
+    result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "guard" / "tfc.json").read_text())
+    summary = manifest["stages"][1]["summary"]
+    assert summary["validation_accuracy"] >= summary["validation_accuracy_float"]  # a drop of 0 is met
+    assert manifest["changes"]["quantization"]["float_nodes"] == summary["float_nodes"]

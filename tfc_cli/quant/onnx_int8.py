@@ -1,16 +1,17 @@
 """INT8 on ONNX Runtime: dynamic (weights int8, activations quantized per call) and static (activation scales
 fixed from a calibration set, QDQ format) with onnxruntime.quantization.
 
-Only MatMul and Gather (embeddings) are quantized: quantizing the Adds, LayerNorms and Softmax
-of a transformer adds Quantize/Dequantize pairs that cost more than they save on CPU.
+Only MatMul and Gather (embeddings) are quantized: quantizing the Adds, LayerNorms and Softmax of a
+transformer adds Quantize/Dequantize pairs that cost more than they save on CPU.
 On CPUs without VNNI, u8s8 int8 products can saturate (vpmaddubsw adds pairs into int16), which is known to
 collapse BERT accuracy; there the weights use a 7-bit reduced range.
 """
 from __future__ import annotations
 
+import ast
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -18,23 +19,12 @@ from ..bench import cpu_description
 from ..quiet import library_noise_silenced
 
 CALIBRATION_BATCH = 8
+QUANTIZED_OPS = ("MatMul", "Gather")
 
 
 def has_vnni() -> bool:
     flags = cpu_description()["flags"]
     return flags["avx512_vnni"] or flags["avx_vnni"]
-
-
-def quantize_dynamic_int8(fp32: bytes, per_channel: bool, reduce_range: bool) -> bytes:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory(prefix="tfc-onnx-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32)
-        with library_noise_silenced():
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             reduce_range=reduce_range)
-        return dst.read_bytes()
 
 
 class _Batches:
@@ -57,20 +47,61 @@ def calibration_batches(tokenizer, texts: list[str], pairs: list[str] | None, ma
     return batches
 
 
-def quantize_static_int8(fp32: bytes, batches: list[dict[str, np.ndarray]], per_channel: bool, reduce_range: bool,
-                         calibration: str) -> bytes:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+class OnnxInt8:
+    """One float graph, quantized on demand with some nodes left in float (`exclude`)."""
 
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[calibration]
-    with tempfile.TemporaryDirectory(prefix="tfc-onnx-") as tmp:
-        src, prep, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "prep.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32)
-        with library_noise_silenced():
-            quant_pre_process(str(src), str(prep), skip_symbolic_shape=True)  # shape inference + graph clean-up
-            quantize_static(str(prep), str(dst), _Batches(batches), quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=["MatMul", "Gather"], per_channel=per_channel, reduce_range=reduce_range,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
-        return dst.read_bytes()
+    def __init__(self, fp32: bytes, method: str, per_channel: bool, reduce_range: bool,
+                 calibration: str = "minmax", batches: list[dict[str, np.ndarray]] | None = None):
+        self.method, self.per_channel, self.reduce_range = method, per_channel, reduce_range
+        self.calibration, self.batches = calibration, batches
+        self.graph = self._prepare(fp32) if method == "static-int8" else fp32
+
+    @staticmethod
+    def _prepare(fp32: bytes) -> bytes:
+        """Shape inference and graph clean-up, as onnxruntime recommends before static quantization."""
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with tempfile.TemporaryDirectory(prefix="tfc-onnx-") as tmp:
+            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "prep.onnx"
+            src.write_bytes(fp32)
+            with library_noise_silenced():
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+            return dst.read_bytes()
+
+    def candidates(self) -> dict[str, str]:
+        """Quantizable node name -> a readable label (the torch module it came from)."""
+        import onnx
+
+        out = {}
+        for node in onnx.load_from_string(self.graph).graph.node:
+            if node.op_type in QUANTIZED_OPS:
+                props = {p.key: p.value for p in node.metadata_props}
+                try:
+                    scopes = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "[]"))
+                except (ValueError, SyntaxError):
+                    scopes = []
+                module = max(scopes, key=len, default="") if scopes else ""
+                out[node.name] = f"{module} ({node.op_type} {node.name})" if module else f"{node.op_type} {node.name}"
+        return out
+
+    def quantize(self, exclude: list[str] = ()) -> bytes:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+        with tempfile.TemporaryDirectory(prefix="tfc-onnx-") as tmp:
+            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            src.write_bytes(self.graph)
+            with library_noise_silenced():
+                if self.method == "static-int8":
+                    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                              "entropy": CalibrationMethod.Entropy}[self.calibration]
+                    quantize_static(str(src), str(dst), _Batches(self.batches), quant_format=QuantFormat.QDQ,
+                                    op_types_to_quantize=list(QUANTIZED_OPS), per_channel=self.per_channel,
+                                    reduce_range=self.reduce_range, activation_type=QuantType.QUInt8,
+                                    weight_type=QuantType.QInt8, calibrate_method=method,
+                                    nodes_to_exclude=list(exclude),
+                                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+                else:
+                    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=self.per_channel,
+                                     reduce_range=self.reduce_range, op_types_to_quantize=list(QUANTIZED_OPS),
+                                     nodes_to_exclude=list(exclude))
+            return dst.read_bytes()

@@ -5,16 +5,23 @@
   (tfc's INT8 modules; see quant/torch_int8.py).
 - `static-int8` (onnxruntime): activation scales fixed beforehand from `calibration_samples` training examples
   (a seeded sample), QDQ format; no per-call range computation.
+With `max_accuracy_drop` (onnxruntime), nodes that cost the most accuracy stay in float until the validation
+accuracy is within that bound of the float model's (see quant/accuracy_guard.py).
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
+import numpy as np
+
+from ..evaluate import evaluate
 from ..onnx_export import export_onnx, input_names
-from ..quant.onnx_int8 import calibration_batches, has_vnni, quantize_dynamic_int8, quantize_static_int8
+from ..quant.accuracy_guard import guarded_quantize
+from ..quant.onnx_int8 import OnnxInt8, calibration_batches, has_vnni
 from ..quant.torch_int8 import quantize_modules
+from ..runners import OrtRunner
 from ..schema import param
 from .base import Stage, StageContext, StageResult
 
@@ -27,6 +34,9 @@ class QuantizeConfig:
     calibration_samples: int = param(256, help="training examples that set the activation scales (static-int8)", min=1)
     calibration: Literal["minmax", "percentile", "entropy"] = param(
         "minmax", help="how activation ranges are calibrated (static-int8)")
+    max_accuracy_drop: Optional[float] = param(
+        None, help="leave the most harmful nodes in float until validation accuracy is within this of float "
+        "(onnxruntime)", min=0)
 
 
 class Quantize(Stage):
@@ -39,6 +49,8 @@ class Quantize(Stage):
         problems = ["the model is already quantized"] if info.quantized else []
         if self.config.method == "static-int8" and self.config.backend != "onnxruntime":
             problems.append("static-int8 runs on backend 'onnxruntime' (set backend: onnxruntime)")
+        if self.config.max_accuracy_drop is not None and self.config.backend != "onnxruntime":
+            problems.append("max_accuracy_drop needs backend 'onnxruntime'")
         return problems
 
     def plan(self, info) -> str:
@@ -61,10 +73,10 @@ class Quantize(Stage):
             return StageResult(state, summary={"quantized_modules": len(names)}, changes={"quantization": changes})
 
         reduce_range = not has_vnni()
-        fp32 = export_onnx(state.model, state.tokenizer)
         changes = {"method": c.method, "backend": "onnxruntime", "weights": "int8", "per_channel": c.per_channel,
                    "reduce_range": reduce_range}
         summary = {"reduce_range": reduce_range, "vnni": not reduce_range}
+        batches = None
         if c.method == "static-int8":
             train = ctx.data.split("train")
             rows = random.Random(ctx.seed).sample(range(len(train)), min(c.calibration_samples, len(train)))
@@ -72,12 +84,37 @@ class Quantize(Stage):
             pairs = sample["text_pair"] if "text_pair" in sample.column_names else None
             batches = calibration_batches(state.tokenizer, sample["text"], pairs, ctx.recipe.task.max_length,
                                           input_names(state.tokenizer))
-            state.onnx = quantize_static_int8(fp32, batches, c.per_channel, reduce_range, c.calibration)
             changes |= {"activations": f"uint8 static ({c.calibration} calibration on {len(rows)} training examples)",
                         "format": "QDQ"}
             summary["calibration_samples"] = len(rows)
         else:
-            state.onnx = quantize_dynamic_int8(fp32, c.per_channel, reduce_range)
             changes["activations"] = "uint8 dynamic"
+        quantizer = OnnxInt8(export_onnx(state.model, state.tokenizer), c.method, c.per_channel, reduce_range,
+                             c.calibration, batches)
+        if c.max_accuracy_drop is None:
+            state.onnx = quantizer.quantize()
+        else:
+            guard = self._guard(quantizer, state, ctx)
+            state.onnx = guard.onnx
+            changes["float_nodes"] = guard.float_nodes
+            summary |= {"float_nodes": guard.float_nodes, "validation_accuracy_float": guard.accuracy_float,
+                        "validation_accuracy_int8_all": guard.accuracy_int8_all, "validation_accuracy": guard.accuracy,
+                        "guard_tries": guard.tries}
         state.model = None  # the ONNX graph is now the model
         return StageResult(state, summary=summary, changes={"quantization": changes})
+
+    def _guard(self, quantizer: OnnxInt8, state, ctx: StageContext):
+        max_length = ctx.recipe.task.max_length
+        probe = ctx.data.split("validation").select(range(min(64, len(ctx.data.split("validation")))))
+        pairs = probe["text_pair"] if "text_pair" in probe.column_names else None
+        probe_batches = calibration_batches(state.tokenizer, probe["text"], pairs, max_length, input_names(state.tokenizer))
+
+        def accuracy_of(onnx: bytes) -> float:
+            return evaluate(OrtRunner(onnx), state.tokenizer, ctx.data, max_length, split="validation",
+                            label="validation (int8 accuracy guard)")["accuracy"]
+
+        def logits_of(onnx: bytes):
+            runner = OrtRunner(onnx)
+            return np.concatenate([runner(b) for b in probe_batches])
+
+        return guarded_quantize(quantizer, accuracy_of, logits_of, self.config.max_accuracy_drop)
