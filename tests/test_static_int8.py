@@ -114,3 +114,39 @@ def test_accuracy_guard_in_a_recipe_records_the_float_nodes(make_recipe, tmp_pat
     summary = manifest["stages"][1]["summary"]
     assert summary["validation_accuracy"] >= summary["validation_accuracy_float"]  # a drop of 0 is met
     assert manifest["changes"]["quantization"]["float_nodes"] == summary["float_nodes"]
+
+
+def test_fake_quant_linear_is_close_to_float_and_passes_gradients():
+    import torch
+
+    from tfc_cli.quant.qat import FakeQuantLinear, insert_fake_quant, remove_fake_quant
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 8)
+    fq = FakeQuantLinear(linear).train()
+    x = torch.randn(4, 16)
+    out = fq(x)
+    assert torch.isfinite(fq.lo) and float(fq.lo) == float(x.min())
+    assert (out - linear(x)).abs().max() < 0.05 * linear(x).abs().max()
+    assert not torch.equal(out, linear(x))  # it really rounds
+    out.sum().backward()
+    assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
+    block = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(4, 2)))
+    assert insert_fake_quant([block]) == 2 and isinstance(block[2][0], FakeQuantLinear)
+    remove_fake_quant([block])
+    assert isinstance(block[0], torch.nn.Linear) and isinstance(block[2][0], torch.nn.Linear)
+
+
+def test_qat_int8_recipe_end_to_end(make_recipe, tmp_path):
+    recipe = make_recipe("""
+      - {type: finetune, epochs: 3, learning_rate: 3.0e-3, batch_size: 16}
+      - {type: quantize, method: qat-int8, qat_epochs: 1, qat_learning_rate: 1.0e-3, qat_batch_size: 16, calibration_samples: 64}
+    """, name="qat")
+    result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "qat" / "tfc.json").read_text())
+    summary = manifest["stages"][1]["summary"]
+    assert summary["qat"]["fake_quantized_linear"] == 2 * 6  # 2 layers x (q, k, v, o, ffn in, ffn out)
+    assert manifest["changes"]["quantization"]["method"] == "qat-int8" and manifest["changes"]["quantization"]["format"] == "QDQ"
+    report = json.loads((tmp_path / "out" / "qat" / "report.json").read_text())
+    assert abs(report["comparison"]["metric_delta"]) <= 0.05

@@ -5,6 +5,8 @@
   (tfc's INT8 modules; see quant/torch_int8.py).
 - `static-int8` (onnxruntime): activation scales fixed beforehand from `calibration_samples` training examples
   (a seeded sample), QDQ format; no per-call range computation.
+- `qat-int8` (onnxruntime): fine-tune with the encoder's Linear layers fake-quantized (quant/qat.py), then
+  convert with static-int8.
 With `max_accuracy_drop` (onnxruntime), nodes that cost the most accuracy stay in float until the validation
 accuracy is within that bound of the float model's (see quant/accuracy_guard.py).
 """
@@ -16,24 +18,31 @@ from typing import Literal, Optional
 
 import numpy as np
 
+from ..arch import ADAPTERS, adapter_for
 from ..evaluate import evaluate
 from ..onnx_export import export_onnx, input_names
 from ..quant.accuracy_guard import guarded_quantize
 from ..quant.onnx_int8 import OnnxInt8, calibration_batches, has_vnni
+from ..quant.qat import insert_fake_quant, remove_fake_quant
 from ..quant.torch_int8 import quantize_modules
 from ..runners import OrtRunner
 from ..schema import param
 from .base import Stage, StageContext, StageResult
+from .finetune import Finetune, FinetuneConfig
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    method: Literal["dynamic-int8", "static-int8"] = param("dynamic-int8", help="quantization scheme")
+    method: Literal["dynamic-int8", "static-int8", "qat-int8"] = param("dynamic-int8", help="quantization scheme")
     backend: Literal["onnxruntime", "torch"] = param("onnxruntime", help="runtime that executes the INT8 model")
     per_channel: bool = param(True, help="one weight scale per output channel (else per tensor); onnxruntime only")
     calibration_samples: int = param(256, help="training examples that set the activation scales (static-int8)", min=1)
     calibration: Literal["minmax", "percentile", "entropy"] = param(
         "minmax", help="how activation ranges are calibrated (static-int8)")
+    qat_epochs: int = param(1, help="fake-quantized fine-tuning epochs (qat-int8)", min=1)
+    qat_learning_rate: float = param(1e-5, help="learning rate of the fake-quantized fine-tuning (qat-int8)", min=0,
+                                     min_exclusive=True)
+    qat_batch_size: int = param(32, help="batch size of the fake-quantized fine-tuning (qat-int8)", min=1)
     max_accuracy_drop: Optional[float] = param(
         None, help="leave the most harmful nodes in float until validation accuracy is within this of float "
         "(onnxruntime)", min=0)
@@ -47,14 +56,19 @@ class Quantize(Stage):
 
     def validate(self, info) -> list[str]:
         problems = ["the model is already quantized"] if info.quantized else []
-        if self.config.method == "static-int8" and self.config.backend != "onnxruntime":
-            problems.append("static-int8 runs on backend 'onnxruntime' (set backend: onnxruntime)")
+        if self.config.method in ("static-int8", "qat-int8") and self.config.backend != "onnxruntime":
+            problems.append(f"{self.config.method} runs on backend 'onnxruntime' (set backend: onnxruntime)")
+        if self.config.method == "qat-int8" and info.model_type not in ADAPTERS:
+            problems.append(f"qat-int8 does not know model type '{info.model_type}' (known: {', '.join(sorted(ADAPTERS))})")
         if self.config.max_accuracy_drop is not None and self.config.backend != "onnxruntime":
             problems.append("max_accuracy_drop needs backend 'onnxruntime'")
         return problems
 
     def plan(self, info) -> str:
         c = self.config
+        if c.method == "qat-int8":
+            return (f"qat-int8 on onnxruntime: fine-tune {c.qat_epochs} epoch(s) at lr {c.qat_learning_rate:g} with "
+                    f"fake-quantized Linear layers, then static INT8 calibrated on {c.calibration_samples} examples")
         if c.method == "static-int8":
             return (f"static-int8 on onnxruntime: export to ONNX, calibrate activation ranges ({c.calibration}) on "
                     f"{c.calibration_samples} training examples, then quantize every MatMul and Gather (QDQ, weights "
@@ -77,7 +91,9 @@ class Quantize(Stage):
                    "reduce_range": reduce_range}
         summary = {"reduce_range": reduce_range, "vnni": not reduce_range}
         batches = None
-        if c.method == "static-int8":
+        if c.method == "qat-int8":
+            summary["qat"] = self._train_quantization_aware(state, ctx)
+        if c.method in ("static-int8", "qat-int8"):
             train = ctx.data.split("train")
             rows = random.Random(ctx.seed).sample(range(len(train)), min(c.calibration_samples, len(train)))
             sample = train.select(sorted(rows))
@@ -89,7 +105,8 @@ class Quantize(Stage):
             summary["calibration_samples"] = len(rows)
         else:
             changes["activations"] = "uint8 dynamic"
-        quantizer = OnnxInt8(export_onnx(state.model, state.tokenizer), c.method, c.per_channel, reduce_range,
+        method = "dynamic-int8" if c.method == "dynamic-int8" else "static-int8"  # QAT converts with static scales
+        quantizer = OnnxInt8(export_onnx(state.model, state.tokenizer), method, c.per_channel, reduce_range,
                              c.calibration, batches)
         if c.max_accuracy_drop is None:
             state.onnx = quantizer.quantize()
@@ -102,6 +119,17 @@ class Quantize(Stage):
                         "guard_tries": guard.tries}
         state.model = None  # the ONNX graph is now the model
         return StageResult(state, summary=summary, changes={"quantization": changes})
+
+    def _train_quantization_aware(self, state, ctx: StageContext) -> dict:
+        """Fine-tune with fake-quantized Linear layers (the best epoch on validation is kept), then unwrap them."""
+        c = self.config
+        layers = adapter_for(state.model).layers()
+        wrapped = insert_fake_quant(layers)
+        trainer = Finetune(FinetuneConfig(epochs=c.qat_epochs, learning_rate=c.qat_learning_rate,
+                                          batch_size=c.qat_batch_size, warmup_ratio=0.0))
+        result = trainer.apply(state, ctx)
+        remove_fake_quant(adapter_for(state.model).layers())
+        return {"fake_quantized_linear": wrapped} | result.summary
 
     def _guard(self, quantizer: OnnxInt8, state, ctx: StageContext):
         max_length = ctx.recipe.task.max_length
