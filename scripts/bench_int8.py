@@ -1,11 +1,12 @@
-"""Benchmark dynamic INT8 on both backends against the fine-tuned fp32 MiniLM-L6, all measured now.
+"""Benchmark INT8 methods against the fine-tuned fp32 MiniLM-L6, all measured now.
 
 1. `tfc compress recipes/rt-minilm-finetune.yaml` (skipped if runs/rt-minilm-finetune exists; --refit redoes it)
-2. for each backend, a quantize-only recipe on that checkpoint: test accuracy, size and latency of the INT8 model
-   against the fp32 model, timed interleaved in the same process.
+2. for each method/backend, a quantize-only recipe on that checkpoint: test accuracy, size, and latency at
+   batch 1 against the fp32 model, timed interleaved in the same process (the recipe's report)
+3. `tfc bench INT8 --baseline FP32 --batch-size 32` for latency at batch 32, interleaved likewise
 Prints a Markdown table for docs/BENCHMARKS.md.
 
-    python scripts/bench_int8.py [--repeats 200] [--refit]
+    python scripts/bench_int8.py [--repeats 200] [--refit] [--methods dynamic-int8:onnxruntime,static-int8:onnxruntime]
 """
 from __future__ import annotations
 
@@ -18,21 +19,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FINETUNED = ROOT / "runs" / "rt-minilm-finetune"
+METHODS = ("dynamic-int8:onnxruntime", "dynamic-int8:torch", "static-int8:onnxruntime", "qat-int8:onnxruntime")
 
 
-def tfc(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "tfc_cli", *args], check=True, cwd=ROOT)
+def tfc(*args: str, capture: bool = False) -> str:
+    done = subprocess.run([sys.executable, "-m", "tfc_cli", *args], check=True, cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE if capture else None)
+    return done.stdout if capture else ""
 
 
-def quantize_recipe(folder: Path, backend: str, repeats: int, batch_size: int) -> Path:
-    name = f"rt-minilm-int8-{backend}-b{batch_size}"
+def quantize_recipe(folder: Path, method: str, backend: str, repeats: int) -> Path:
+    name = f"rt-minilm-{method}-{backend}"
     path = folder / f"{name}.yaml"
     path.write_text(f"""name: {name}
 model: {FINETUNED}
 task: {{type: text-classification, dataset: "demo:rotten-tomatoes", max_length: 64}}
 stages:
-  - {{type: quantize, method: dynamic-int8, backend: {backend}}}
-bench: {{batch_size: {batch_size}, seq_len: 64, warmup: 20, repeats: {repeats}}}
+  - {{type: quantize, method: {method}, backend: {backend}}}
+bench: {{batch_size: 1, seq_len: 64, warmup: 20, repeats: {repeats}}}
 output: {folder / name}
 """)
     return path
@@ -40,29 +44,35 @@ output: {folder / name}
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls at batch 1 (a quarter at batch 32)")
     parser.add_argument("--refit", action="store_true", help="fine-tune again even if the checkpoint exists")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated method:backend pairs")
     args = parser.parse_args()
     if args.refit or not (FINETUNED / "tfc.json").exists():
         tfc("compress", "recipes/rt-minilm-finetune.yaml", "--overwrite")
     ft = json.loads((FINETUNED / "report.json").read_text())
     stage = ft["stages"][0]
-    rows = [f"Fine-tuning: {stage['summary']['train_examples']} examples, 1 epoch, {stage['wall_s']:.0f} s; "
-            f"test accuracy {ft['models']['compressed']['metrics']['accuracy']:.4f} "
-            f"(n={ft['models']['compressed']['metrics']['samples']}).", "",
-            "| backend | batch | fp32 acc | int8 acc | drop (pt) | size fp32 -> int8 | ratio | p50 fp32 | p50 int8 | speedup |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [(f"Fine-tuning: {stage['summary']['train_examples']} examples, 1 epoch, {stage['wall_s']:.0f} s; "
+             f"test accuracy {ft['models']['compressed']['metrics']['accuracy']:.4f} "
+             f"(n={ft['models']['compressed']['metrics']['samples']})."), "",
+            "| method | backend | fp32 acc | int8 acc | drop (pt) | size fp32 -> int8 | ratio | p50 b1 fp32 -> int8 | "
+            "speedup b1 | speedup b32 | quantize time |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
-        for batch_size in (1, 32):
-            for backend in ("onnxruntime", "torch"):
-                recipe = quantize_recipe(Path(tmp), backend, args.repeats if batch_size == 1 else args.repeats // 4, batch_size)
-                tfc("compress", str(recipe), "--quiet")
-                r = json.loads((Path(tmp) / recipe.stem / "report.json").read_text())
-                b, c, cmp_ = r["models"]["baseline"], r["models"]["compressed"], r["comparison"]
-                rows.append(f"| {backend} | {batch_size} | {b['metrics']['accuracy']:.4f} | {c['metrics']['accuracy']:.4f} | "
-                            f"{-cmp_['metric_delta'] * 100:.2f} | {b['size']['bytes_on_disk'] / 1e6:.1f} MB -> "
-                            f"{c['size']['bytes_on_disk'] / 1e6:.1f} MB | {cmp_['size_ratio']:.3f} | "
-                            f"{b['latency']['p50_ms']:.2f} ms | {c['latency']['p50_ms']:.2f} ms | {cmp_['speedup']:.2f}x |")
+        for pair in args.methods.split(","):
+            method, backend = pair.split(":")
+            recipe = quantize_recipe(Path(tmp), method, backend, args.repeats)
+            tfc("compress", str(recipe), "--quiet")
+            out = Path(tmp) / recipe.stem
+            r = json.loads((out / "report.json").read_text())
+            b32 = json.loads(tfc("bench", str(out), "--baseline", str(FINETUNED), "--batch-size", "32", "--seq-len", "64",
+                                 "--warmup", "5", "--repeats", str(max(10, args.repeats // 4)), "--json", capture=True))
+            b, c, cmp_ = r["models"]["baseline"], r["models"]["compressed"], r["comparison"]
+            rows.append(f"| {method} | {backend} | {b['metrics']['accuracy']:.4f} | {c['metrics']['accuracy']:.4f} | "
+                        f"{-cmp_['metric_delta'] * 100:.2f} | {b['size']['bytes_on_disk'] / 1e6:.1f} MB -> "
+                        f"{c['size']['bytes_on_disk'] / 1e6:.1f} MB | {cmp_['size_ratio']:.3f} | "
+                        f"{b['latency']['p50_ms']:.2f} -> {c['latency']['p50_ms']:.2f} ms | {cmp_['speedup']:.2f}x | "
+                        f"{b32['speedup']:.2f}x | {r['stages'][0]['wall_s']:.0f} s |")
         env = r["environment"]
     rows += ["", f"CPU {env['cpu']['model']}, {env['threads']} threads; flags: "
              + ", ".join(f for f, on in env["cpu"]["flags"].items() if on)

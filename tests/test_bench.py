@@ -23,12 +23,12 @@ class Sleeper:
 
 
 def test_interleaved_timing_measures_each_model():
-    fast, slow = Sleeper(0.001), Sleeper(0.004)
+    fast, slow = Sleeper(0.002), Sleeper(0.02)  # far apart: a loaded machine delays wake-ups by milliseconds
     stats = time_interleaved({"fast": fast, "slow": slow}, {}, Protocol(batch_size=4, warmup=2, repeats=6, threads=1))
     assert len(fast.calls) == len(slow.calls) == 8
     assert stats["fast"]["repeats"] == 6 and stats["slow"]["repeats"] == 6
     assert stats["slow"]["p50_ms"] > stats["fast"]["p50_ms"] * 2
-    assert stats["fast"]["p50_ms"] >= 1.0 and stats["fast"]["p50_ms"] <= stats["fast"]["p95_ms"]
+    assert stats["fast"]["p50_ms"] >= 2.0 and stats["fast"]["p50_ms"] <= stats["fast"]["p95_ms"]
     assert stats["fast"]["throughput_per_s"] == pytest.approx(4 * 1000 / stats["fast"]["p50_ms"])
     # Timed calls alternate: after the warm-up, neither model runs twice before the other has run once.
     timed = sorted([("f", t) for t in fast.calls[2:]] + [("s", t) for t in slow.calls[2:]], key=lambda x: x[1])

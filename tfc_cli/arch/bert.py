@@ -170,21 +170,23 @@ class BertAdapter:
             for out, layer_gates, unit_gates, keep, n, w in (
                     (layer.attention.output, gates.mha, gates.heads, heads_keep, dims.num_heads[i], width),
                     (layer.output, gates.ffn_layer, gates.ffn, ffn_keep, dims.ffn[i], 1)):
-                units = torch.ones(n) if unit_gates is None else unit_gates[i].float()
+                device = out.dense.weight.device
+                units = (torch.ones(n) if unit_gates is None else unit_gates[i].float()).to(device)
                 layer_gate = 1.0 if layer_gates is None else float(layer_gates[i])
                 if layer_gate == 0 or not bool(units.any()):
                     keep.append(())
                     continue
                 keep.append(tuple(units.nonzero().squeeze(-1).tolist()))
-                row_scale = layer_gate * (torch.ones(dims.hidden) if hidden is None else hidden.float())
+                row_scale = layer_gate * (torch.ones(dims.hidden) if hidden is None else hidden.float()).to(device)
                 out.dense.weight.mul_(row_scale[:, None] * units.repeat_interleave(w)[None, :])
                 out.dense.bias.mul_(row_scale)
         if hidden is not None:
             emb = self.base.embeddings
+            scale = hidden.float().to(emb.LayerNorm.weight.device)
             for table in (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings):
-                table.weight.mul_(hidden.float()[None, :])
-            emb.LayerNorm.weight.mul_(hidden.float())
-            emb.LayerNorm.bias.mul_(hidden.float())
+                table.weight.mul_(scale[None, :])
+            emb.LayerNorm.weight.mul_(scale)
+            emb.LayerNorm.bias.mul_(scale)
         alive = None if hidden is None else tuple(hidden.nonzero().squeeze(-1).tolist())
         if alive is not None and not alive:
             raise TfcError("every hidden dimension was pruned; lower target_sparsity or disable hidden pruning")

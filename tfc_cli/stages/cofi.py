@@ -157,7 +157,7 @@ class Cofi(Stage):
             {"params": list(lagrangian.parameters()), "lr": c.reg_learning_rate, "weight_decay": 0.0}])
         decay = lambda step: max(0.0, 1 - step / steps)  # noqa: E731
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [decay, lambda _: 1.0, lambda _: 1.0])
-        step, history = 0, []
+        step, history, matched = 0, [], []
         for epoch in range(1, c.epochs + 1):
             student.train()
             losses = []
@@ -167,7 +167,7 @@ class Cofi(Stage):
                     target = c.target_sparsity * min(1.0, step / warmup)
                     slot.gates = gates.sample()
                     alive = None if slot.gates.mha is None else (slot.gates.mha != 0).tolist()
-                    loss, _ = distill_loss(batch, alive)
+                    loss, matched = distill_loss(batch, alive)
                     expected = gates.expected_sparsity()
                     total = loss + lagrangian(expected, target)
                     self._check_finite(total, epoch, step)
@@ -228,7 +228,7 @@ class Cofi(Stage):
                 with progress.bar(f"cofi fine-tune {epoch}/{c.finetune_epochs}", len(loader)) as advance:
                     for batch in loader:
                         batch = {k: v.to(device) for k, v in batch.items()}
-                        loss, _ = distill_loss(batch, alive)
+                        loss, matched = distill_loss(batch, alive)
                         self._check_finite(loss, epoch, None)
                         loss.backward()
                         torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
@@ -256,6 +256,7 @@ class Cofi(Stage):
                    "prunable_params": pruned_dims.prunable_params(), "prunable_params_total": dims.prunable_params(),
                    "hidden_size": pruned_dims.hidden, "heads": list(pruned_dims.num_heads), "ffn": list(pruned_dims.ffn),
                    "gated_vs_pruned_max_logit_diff": diff, "teacher_layers": teacher_layers,
+                   "matched_student_layers": matched,
                    "best_finetune_epoch": best_epoch, "validation_accuracy": best_val, "epochs": history}
         return StageResult(state, summary=summary, changes={"pruning": structure})
 
