@@ -131,7 +131,7 @@ def test_missing_file_is_a_recipe_error(tmp_path):
     ({"extra": "bench: {repeats: 2}\n"}, "bench", "'repeats' must be >= 3, got 2 (in recipe.bench)"),
     # stages
     ({"stages": stage("finetun")}, "finetun",
-     "unknown stage type 'finetun'; did you mean 'finetune'? (known: finetune, quantize)"),
+     "unknown stage type 'finetun'; did you mean 'finetune'? (known: cofi, finetune, quantize)"),
     ({"stages": " []\n"}, "stages", "'stages' must be a non-empty list of stages"),
     ({"stages": stage("finetune") + "  - quantize\n"}, "- quantize", "stage 2 must be a mapping with a 'type' key"),
     ({"stages": "  - epochs: 2\n"}, "epochs", "stage 1 must be a mapping with a 'type' key"),
@@ -236,7 +236,7 @@ def model_info(head: bool = False, manifest: dict | None = None) -> ModelInfo:
                      num_heads=4, intermediate_size=37, vocab_size=99, num_labels=2, manifest=manifest)
 
 
-QUANTIZED = {"quantization": {"method": "dynamic-int8", "backend": "torch"}}
+QUANTIZED = {"changes": {"quantization": {"method": "dynamic-int8", "backend": "torch"}}}  # as tfc.json records it
 
 
 @pytest.mark.parametrize("stages, info", [

@@ -171,11 +171,7 @@ class Cofi(Stage):
                     expected = gates.expected_sparsity()
                     total = loss + lagrangian(expected, target)
                     self._check_finite(total, epoch, step)
-                    total.backward()
-                    torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], c.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
+                    _step(total, optimizer, scheduler, optimizer.param_groups[0]["params"], c.max_grad_norm)
                     step += 1
                     losses.append(loss.item())
                     advance(loss=float(np.mean(losses[-50:])), sparsity=expected.item(), target=target)
@@ -230,11 +226,7 @@ class Cofi(Stage):
                         batch = {k: v.to(device) for k, v in batch.items()}
                         loss, matched = distill_loss(batch, alive)
                         self._check_finite(loss, epoch, None)
-                        loss.backward()
-                        torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad()
+                        _step(loss, optimizer, scheduler, params, c.max_grad_norm)
                         losses.append(loss.item())
                         advance(loss=float(np.mean(losses[-50:])))
                 val = self._validate(student, state, ctx, f"validation, fine-tune epoch {epoch}")
@@ -294,3 +286,11 @@ class Cofi(Stage):
             where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
             raise TfcError(f"stage 'cofi': loss became {loss.item()} at {where}; try a lower learning_rate")
 
+
+def _step(loss: torch.Tensor, optimizer, scheduler, clipped: list, max_grad_norm: float) -> None:
+    """One optimisation step; only the model weights (`clipped`) are clipped, never the gates or multipliers."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(clipped, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
