@@ -29,6 +29,7 @@ def test_static_int8_stays_close_to_fp32(tiny_classifier, calibration):
     ckpt = tfc_cli.load(tiny_classifier)
     rng = random.Random(0)
     texts = [sentence(rng, i % 2 == 0) for i in range(64)]
+    texts[0] = " ".join([texts[0]] * 3)  # batches of different lengths (histogram calibrators once failed on them)
     names = input_names(ckpt.tokenizer)
     batches = calibration_batches(ckpt.tokenizer, texts[:48], None, 16, names)
     fp32 = export_onnx(ckpt.model, ckpt.tokenizer)

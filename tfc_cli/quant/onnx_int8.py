@@ -39,10 +39,11 @@ class _Batches:
 
 def calibration_batches(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int,
                         input_names: list[str]) -> list[dict[str, np.ndarray]]:
+    """Batches padded to `max_length`: the histogram calibrators (percentile, entropy) need one shape throughout."""
     batches = []
     for i in range(0, len(texts), CALIBRATION_BATCH):
         args = (texts[i:i + CALIBRATION_BATCH],) + ((pairs[i:i + CALIBRATION_BATCH],) if pairs else ())
-        enc = tokenizer(*args, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        enc = tokenizer(*args, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
         batches.append({k: enc[k].astype(np.int64) for k in input_names})
     return batches
 
