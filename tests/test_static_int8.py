@@ -40,6 +40,8 @@ def test_static_int8_stays_close_to_fp32(tiny_classifier, calibration):
     scale = np.abs(expected).max()
     assert np.abs(got - expected).max() <= 0.1 * scale, (got, expected)
     assert len(int8) < len(fp32)  # the weights are stored as int8
+    labels = OnnxInt8(fp32, "static-int8", per_channel=True, reduce_range=False, batches=batches).candidates()
+    assert any(label.startswith("bert.encoder.layer.0.attention.self.query (MatMul") for label in labels.values())
     # the dynamic variant, for the same model, lands within the same tolerance
     dynamic = _run(OnnxInt8(fp32, "dynamic-int8", per_channel=True, reduce_range=False).quantize(), held_out)
     assert np.abs(dynamic - expected).max() <= 0.1 * scale

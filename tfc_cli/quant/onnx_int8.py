@@ -55,6 +55,7 @@ class OnnxInt8:
                  calibration: str = "minmax", batches: list[dict[str, np.ndarray]] | None = None):
         self.method, self.per_channel, self.reduce_range = method, per_channel, reduce_range
         self.calibration, self.batches = calibration, batches
+        self._modules = _module_of_node(fp32)  # read before pre-processing, which drops the exporter's metadata
         self.graph = self._prepare(fp32) if method == "static-int8" else fp32
 
     @staticmethod
@@ -76,12 +77,7 @@ class OnnxInt8:
         out = {}
         for node in onnx.load_from_string(self.graph).graph.node:
             if node.op_type in QUANTIZED_OPS:
-                props = {p.key: p.value for p in node.metadata_props}
-                try:
-                    scopes = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "[]"))
-                except (ValueError, SyntaxError):
-                    scopes = []
-                module = max(scopes, key=len, default="") if scopes else ""
+                module = self._modules.get(node.name)
                 out[node.name] = f"{module} ({node.op_type} {node.name})" if module else f"{node.op_type} {node.name}"
         return out
 
@@ -106,3 +102,19 @@ class OnnxInt8:
                                      reduce_range=self.reduce_range, op_types_to_quantize=list(QUANTIZED_OPS),
                                      nodes_to_exclude=list(exclude))
             return dst.read_bytes()
+
+
+def _module_of_node(onnx_bytes: bytes) -> dict[str, str]:
+    """Node name -> the innermost torch module it was exported from (torch.export records its name scopes)."""
+    import onnx
+
+    out = {}
+    for node in onnx.load_from_string(onnx_bytes).graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        try:
+            scopes = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "[]"))
+        except (ValueError, SyntaxError):
+            continue
+        if scopes:
+            out[node.name] = max(scopes, key=len)
+    return out
