@@ -97,9 +97,7 @@ class Quantize(Stage):
             train = ctx.data.split("train")
             rows = random.Random(ctx.seed).sample(range(len(train)), min(c.calibration_samples, len(train)))
             sample = train.select(sorted(rows))
-            pairs = sample["text_pair"] if "text_pair" in sample.column_names else None
-            batches = calibration_batches(state.tokenizer, sample["text"], pairs, ctx.recipe.task.max_length,
-                                          input_names(state.tokenizer))
+            batches = _batches(sample, state, ctx)
             changes |= {"activations": f"uint8 static ({c.calibration} calibration on {len(rows)} training examples)",
                         "format": "QDQ"}
             summary["calibration_samples"] = len(rows)
@@ -134,8 +132,7 @@ class Quantize(Stage):
     def _guard(self, quantizer: OnnxInt8, state, ctx: StageContext):
         max_length = ctx.recipe.task.max_length
         probe = ctx.data.split("validation").select(range(min(64, len(ctx.data.split("validation")))))
-        pairs = probe["text_pair"] if "text_pair" in probe.column_names else None
-        probe_batches = calibration_batches(state.tokenizer, probe["text"], pairs, max_length, input_names(state.tokenizer))
+        probe_batches = _batches(probe, state, ctx)
 
         def accuracy_of(onnx: bytes) -> float:
             return evaluate(OrtRunner(onnx), state.tokenizer, ctx.data, max_length, split="validation",
@@ -146,3 +143,9 @@ class Quantize(Stage):
             return np.concatenate([runner(b) for b in probe_batches])
 
         return guarded_quantize(quantizer, accuracy_of, logits_of, self.config.max_accuracy_drop)
+
+
+def _batches(rows, state, ctx: StageContext) -> list[dict]:
+    """Model inputs for dataset rows (calibration or probing), padded to the task's max_length."""
+    pairs = rows["text_pair"] if "text_pair" in rows.column_names else None
+    return calibration_batches(state.tokenizer, rows["text"], pairs, ctx.recipe.task.max_length, input_names(state.tokenizer))
