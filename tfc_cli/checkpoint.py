@@ -59,12 +59,11 @@ def save(state, folder: Path, manifest: dict) -> None:
 def _build_torch_model(folder: Path, manifest: dict, config):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification
-
     from .arch import rebuild
+    from .model_state import model_class
     from .quant.torch_int8 import prepare_for_loading
 
-    model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
+    model = model_class(config).from_config(config, trust_remote_code=False)
     pruning = manifest.get("changes", {}).get("pruning")
     if pruning:
         try:
@@ -155,22 +154,23 @@ def verify_reload(state, folder: Path, batch: dict[str, np.ndarray], atol: float
 
 def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPolicy()) -> Checkpoint:
     """A tfc checkpoint, a plain HF folder, a hub id or demo:NAME, ready for eval or bench."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     from .model_info import model_info
-    from .model_state import quiet_transformers
+    from .model_state import model_class, quiet_transformers
 
     info = model_info(spec, policy)
     if info.manifest is not None:
         return load(info.source)
-    if require_head and not info.has_classification_head:
+    if require_head and not info.has_classification_head and not info.is_causal_lm:
         raise TfcError(f"model '{spec}' has no trained classification head; evaluate a fine-tuned checkpoint "
                        "(e.g. the output of `tfc compress`)")
     quiet_transformers()
     check_local_weights(info.source, policy)
     try:
         tokenizer = load_tokenizer(info.source, policy)
-        model = AutoModelForSequenceClassification.from_pretrained(info.source, **policy.weights_kwargs()).eval()
+        config = AutoConfig.from_pretrained(info.source, **policy.config_kwargs())
+        model = model_class(config).from_pretrained(info.source, dtype="float32", **policy.weights_kwargs()).eval()
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model '{spec}': {str(err).splitlines()[0]}") from None
     folder = Path(info.source) if Path(info.source).is_dir() else Path(".")

@@ -11,6 +11,9 @@ from .checkpoint import SAFETENSORS
 from .evaluate import evaluate
 from .gates import evaluate_gates
 from .report import REPORT_SCHEMA, comparison
+from .lm.bench import prompt_ids, time_generation
+from .lm.perplexity import perplexity, text_token_ids
+from .lm.runners import TorchLmRunner
 from .runners import TorchRunner, runner_for
 
 
@@ -23,9 +26,34 @@ def _baseline_size(baseline) -> dict:
         return weights_size(path)
 
 
+def _protocol(recipe) -> Protocol:
+    fields = {f.name for f in dataclasses.fields(Protocol)}
+    return Protocol(**{k: v for k, v in dataclasses.asdict(recipe.bench).items() if k in fields}).resolved()
+
+
+def _measure_lm(recipe, data, baseline, saved, output: Path) -> dict:
+    """Perplexity on the task's text, sizes, and interleaved prefill latency / decode tokens/s."""
+    protocol, task, tokenizer = _protocol(recipe), recipe.task, saved.tokenizer
+    progress.info("evaluating baseline and compressed models")
+    runners = {"baseline": TorchLmRunner(baseline.model), "compressed": runner_for(saved, protocol.threads)}
+    ids = text_token_ids(tokenizer, data.text, task.max_eval_tokens)
+    stride = task.stride or max(1, task.max_length // 2)
+    models = {name: {"runtime": runner.runtime, "metrics": {"split": data.eval_split, "samples": len(ids)} |
+                     perplexity(runner, ids, task.max_length, stride, label=name)}
+              for name, runner in runners.items()}
+    prompt = prompt_ids(tokenizer, data.text, protocol.seq_len)
+    latency = time_generation(runners, prompt, protocol, recipe.bench.decode_tokens)
+    models["baseline"] |= {"latency": latency["baseline"], "size": _baseline_size(baseline), "source": recipe.model}
+    models["compressed"] |= {"latency": latency["compressed"], "size": weights_size(saved.weights_path),
+                             "source": str(output)}
+    return {"models": models, "environment": environment(protocol.threads) | {"peak_rss_mb": peak_rss_mb()}}
+
+
 def measure(recipe, data, baseline, saved, output: Path) -> dict:
     """Metrics, sizes and interleaved latencies of `baseline` (a ModelState) and `saved` (the reloaded checkpoint)."""
-    protocol = Protocol(**dataclasses.asdict(recipe.bench)).resolved()
+    if recipe.task.type == "causal-lm":
+        return _measure_lm(recipe, data, baseline, saved, output)
+    protocol = _protocol(recipe)
     tokenizer = saved.tokenizer
     progress.info("evaluating baseline and compressed models")
     runners = {"baseline": TorchRunner(baseline.model), "compressed": runner_for(saved, protocol.threads)}
@@ -48,7 +76,8 @@ def build_report(recipe, data, measured: dict, stage_records: list, fingerprint:
         "recipe": {"name": recipe.name, "path": str(recipe.path), "sha256": recipe.sha256}, "seed": recipe.seed,
         "output": str(output),
         "task": {"type": recipe.task.type, "dataset": data.source, "eval_split": data.eval_split,
-                 "labels": data.label_names, "metric": "accuracy"},
+                 "labels": getattr(data, "label_names", None),
+                 "metric": "perplexity" if recipe.task.type == "causal-lm" else "accuracy"},
         "baseline_definition": f"model after stage {index} ({recipe.stages[index - 1].type})" if index else "the input model",
         "inputs": fingerprint, "load_policy": recipe.policy.record(),
         "stages": stage_records, "verification": {"max_logit_diff": verify_diff}, **measured,

@@ -42,6 +42,10 @@ class ModelInfo:
         return any(a.endswith("ForSequenceClassification") for a in self.architectures)
 
     @property
+    def is_causal_lm(self) -> bool:
+        return any(a.endswith("ForCausalLM") for a in self.architectures)
+
+    @property
     def changes(self) -> dict:
         return (self.manifest or {}).get("changes", {})
 

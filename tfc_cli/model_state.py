@@ -34,6 +34,32 @@ def quiet_transformers() -> None:
     datasets.disable_progress_bars()
 
 
+def is_causal_lm(config) -> bool:
+    return any(a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or ()))
+
+
+def model_class(config):
+    """The transformers auto class that loads this config's model with its head."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForCausalLM if is_causal_lm(config) else AutoModelForSequenceClassification
+
+
+def load_causal_lm(info: ModelInfo, policy: LoadPolicy = LoadPolicy()) -> ModelState:
+    from transformers import AutoModelForCausalLM
+
+    if info.quantized:
+        raise TfcError(f"{info.source} is already quantized; compress from a float model")
+    quiet_transformers()
+    check_local_weights(info.source, policy)
+    try:
+        tokenizer = load_tokenizer(info.source, policy)
+        model = AutoModelForCausalLM.from_pretrained(info.source, dtype="float32", **policy.weights_kwargs())
+    except (OSError, ValueError) as err:
+        raise TfcError(f"cannot load model {info.source}: {str(err).splitlines()[0]}") from None
+    return ModelState(model=model.eval(), tokenizer=tokenizer, config=model.config)
+
+
 def load_for_task(info: ModelInfo, label_names: list[str], policy: LoadPolicy = LoadPolicy()) -> ModelState:
     """Load a float model with a classification head sized for `label_names` (new head if it has none)."""
     from transformers import AutoModelForSequenceClassification

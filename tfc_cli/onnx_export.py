@@ -22,3 +22,24 @@ def export_onnx(model: torch.nn.Module, tokenizer, example_len: int = 16) -> byt
         program = torch.onnx.export(model.eval(), args=(), kwargs=kwargs, dynamo=True, dynamic_shapes=dynamic,
                                     input_names=names, output_names=["logits"], verbose=False)
     return program.model_proto.SerializeToString()
+
+
+def export_decoder_onnx(model: torch.nn.Module, tokenizer) -> bytes:
+    """ONNX bytes of a causal LM as one graph with a KV cache (transformers' exporter, torch.export-based).
+
+    Inputs input_ids [1, T], position_ids [1, T] and each layer's past keys/values [1, kv_heads, P, head_dim];
+    outputs logits [1, T, vocab] and the present keys/values (P + T). With P = 0 the graph is a prefill, so one
+    graph serves perplexity, prefill and decode.
+    """
+    import onnx_ir
+    from transformers.exporters.configs import OnnxConfig
+    from transformers.exporters.exporter_onnx import OnnxExporter
+    from transformers.exporters.utils import decompose_prefill_decode
+
+    ids = tokenizer("tfc export example text", return_tensors="pt")["input_ids"]
+    with library_noise_silenced():
+        stages = decompose_prefill_decode(model.eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                                          multi_token_decode=True)
+        decoder, inputs = stages["decode"]
+        exported = OnnxExporter().export(decoder, inputs, OnnxConfig(dynamic=True))
+    return onnx_ir.serde.serialize_model(exported.components["model"].program).SerializeToString()

@@ -23,9 +23,11 @@ from .data import load_task_data
 from .diskspace import check_free_space
 from .errors import GateFailure, TfcError
 from .fingerprint import inputs_fingerprint
+from .lm.data import load_text_data
+from .lm.perplexity import text_token_ids
 from .measure import build_report, measure
 from .model_info import ModelInfo, model_info
-from .model_state import load_for_task
+from .model_state import load_causal_lm, load_for_task
 from .recipe import Recipe, parse_recipe, stage_problems
 from .report import write as write_report
 from .runners import runner_for
@@ -65,6 +67,17 @@ def _check_stage_output(spec, result, sample: dict) -> None:
         raise TfcError(f"stage '{spec.type}' (line {spec.line}) produced a model with non-finite logits")
 
 
+def is_lm(recipe: Recipe) -> bool:
+    return recipe.task.type == "causal-lm"
+
+
+def _sample_batch(recipe: Recipe, data, tokenizer) -> dict:
+    """A small real batch that every stage's output and the saved model are checked on."""
+    if is_lm(recipe):
+        return {"input_ids": text_token_ids(tokenizer, data.text, 32)[None]}
+    return bench_inputs(tokenizer, data.split(data.eval_split)["text"], 4, min(recipe.task.max_length, 32))
+
+
 def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
     """Run (or reuse) every stage; returns (final state, baseline state, stage records, a sample batch)."""
     recipe, work = prepared.recipe, work_dir(prepared.output)
@@ -80,11 +93,13 @@ def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
     def state_before(i: int):
         if i > 0:
             return load_stage(work, i - 1, recipe.stages[i - 1].type)
+        if is_lm(recipe):
+            return load_causal_lm(prepared.info, recipe.policy)
         _seed(recipe.seed)  # a new task head is initialised from the recipe's seed
         return load_for_task(prepared.info, data.label_names, recipe.policy)
 
     state = state_before(start)
-    sample = bench_inputs(state.tokenizer, data.split(data.eval_split)["text"], 4, min(recipe.task.max_length, 32))
+    sample = _sample_batch(recipe, data, state.tokenizer)
     baseline = state_before(baseline_at) if baseline_at < start else None
     ctx = StageContext(recipe=recipe, data=data, seed=recipe.seed)
     for i in range(start, len(recipe.stages)):
@@ -113,9 +128,9 @@ def compress(prepared: Prepared, overwrite: bool = False, resume: bool = False) 
     fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
     check_free_space(prepared.info.source, prepared.output, len(recipe.stages))
     progress.info(f"[bold]tfc compress[/] {recipe.name}: model {recipe.model}, {len(recipe.stages)} stage(s)")
-    data = load_task_data(recipe.task, seed=recipe.seed)
+    data = load_text_data(recipe.task) if is_lm(recipe) else load_task_data(recipe.task, seed=recipe.seed)
     state, baseline, records, sample = _run_stages(prepared, data, fingerprint, resume)
-    manifest = {"tfc_version": __version__, "task": recipe.task.type, "labels": data.label_names,
+    manifest = {"tfc_version": __version__, "task": recipe.task.type, "labels": getattr(data, "label_names", None),
                 "recipe": {"name": recipe.name, "sha256": recipe.sha256}, "seed": recipe.seed,
                 "base_model": recipe.model, "stages": records}
     with atomic_output(prepared.output, overwrite) as tmp:

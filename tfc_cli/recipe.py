@@ -18,12 +18,18 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class TaskConfig:
-    type: Literal["text-classification"] = param(help="the task; 'causal-lm' is planned")
-    dataset: Union[str, dict] = param(help="demo:NAME, a hub id, a folder, or {train: a.csv, validation: b.csv, ...}")
+    type: Literal["text-classification", "causal-lm"] = param(
+        help="text-classification (accuracy) or causal-lm (perplexity, generation speed)")
+    dataset: Union[str, dict] = param(help="demo:NAME, a hub id, a folder, or {train: a.csv, validation: b.csv, ...}; "
+                                      "for causal-lm also a .txt file")
     text: str = param("text", help="column holding the text")
     text_pair: Optional[str] = param(None, help="second text column, for sentence pairs")
     label: str = param("label", help="column holding the label (integers or names)")
-    max_length: int = param(128, help="tokens per example (truncation)", min=1, max=8192)
+    max_length: int = param(128, help="tokens per example (truncation); for causal-lm the perplexity window",
+                            min=1, max=8192)
+    stride: Optional[int] = param(None, help="causal-lm: tokens between perplexity windows (default: half the window)",
+                                  min=1)
+    max_eval_tokens: Optional[int] = param(None, help="causal-lm: score at most this many tokens of the text", min=2)
     max_train_samples: Optional[int] = param(None, help="use at most this many training examples", min=1)
     max_eval_samples: Optional[int] = param(None, help="evaluate on at most this many examples", min=1)
     eval_split: Optional[str] = param(None, help="split the report's metric is measured on (default: test, else validation)")
@@ -32,8 +38,11 @@ class TaskConfig:
 @dataclass(frozen=True)
 class GatesConfig:
     max_accuracy_drop: Optional[float] = param(None, help="largest allowed metric drop vs the baseline, absolute", min=0)
-    min_speedup: Optional[float] = param(None, help="smallest allowed p50 latency speedup vs the baseline", min=0, min_exclusive=True)
+    min_speedup: Optional[float] = param(None, help="smallest allowed speedup vs the baseline: p50 latency, or decode "
+                                         "tokens/s for causal-lm", min=0, min_exclusive=True)
     max_size_ratio: Optional[float] = param(None, help="largest allowed weights-on-disk ratio vs the baseline", min=0, min_exclusive=True)
+    max_perplexity_increase: Optional[float] = param(
+        None, help="causal-lm: largest allowed relative perplexity increase vs the baseline (0.1 = +10%)", min=0)
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,8 @@ class BenchConfig:
     seq_len: int = param(64, help="tokens per example (inputs padded to this length)", min=1, max=8192)
     threads: Optional[int] = param(None, help="intra-op threads for every runtime (default: physical cores)", min=1)
     warmup: int = param(10, help="untimed calls before timing", min=0)
-    repeats: int = param(50, help="timed calls per model", min=3)
+    repeats: int = param(50, help="timed calls per model (causal-lm: timed generations)", min=3)
+    decode_tokens: int = param(32, help="causal-lm: tokens generated after the seq_len-token prompt", min=1)
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,27 @@ def _check_order(specs: list[StageSpec], problems: list[Problem]) -> None:
                                     f"'{before.type}' must be the last stage"))
 
 
+_TASK_GATES = {"max_accuracy_drop": "text-classification", "max_perplexity_increase": "causal-lm"}
+
+
+def _task_gate_problems(top: _Top, data) -> list[Problem]:
+    """A gate or task option that means nothing for the recipe's task is an error, not silently ignored."""
+    problems, task = [], top.task.type
+    gates = data.get("gates") if isinstance(data.get("gates"), LineDict) else {}
+    for gate, applies in _TASK_GATES.items():
+        if getattr(top.gates, gate) is not None and applies != task:
+            problems.append(Problem(gates.line_of(gate), f"gate '{gate}' applies to task '{applies}', not '{task}'"))
+    task_map = data["task"]
+    lm_only = ("stride", "max_eval_tokens")
+    for key in lm_only if task != "causal-lm" else ("text_pair", "max_train_samples"):
+        if getattr(top.task, key) is not None:
+            problems.append(Problem(task_map.line_of(key), f"task option '{key}' does not apply to task '{task}'"))
+    if task == "causal-lm" and top.task.stride is not None and top.task.stride > top.task.max_length:
+        problems.append(Problem(task_map.line_of("stride"), f"stride ({top.task.stride}) cannot exceed max_length "
+                                f"({top.task.max_length}), the perplexity window"))
+    return problems
+
+
 def parse_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file. Raises RecipeError listing every problem found."""
     path = Path(path)
@@ -154,6 +185,8 @@ def parse_recipe_text(text: str, path: Path) -> Recipe:
     if top is not None and top.trust_remote_code and not PINNED_REVISION.match(top.revision or ""):
         problems.append(Problem(data.line_of("trust_remote_code"), "trust_remote_code needs `revision:` pinned to a commit "
                                 "hash, so the code that runs is the code that was reviewed"))
+    if top is not None:
+        problems += _task_gate_problems(top, data)
     if problems:
         raise RecipeError(str(path), sorted(problems, key=lambda p: p.line or 0))
     name = top.name or path.stem
@@ -168,10 +201,18 @@ def parse_recipe_text(text: str, path: Path) -> Recipe:
 
 def stage_problems(recipe: Recipe, info: Any) -> None:
     """Checks that need the model's config (no weights): each stage's own, and the task head rule."""
-    problems = []
+    problems, task = [], recipe.task.type
     for spec in recipe.stages:
-        problems += [Problem(spec.line, f"stage '{spec.type}': {msg}") for msg in spec.stage.validate(info)]
-    if not info.has_classification_head:
+        if task not in spec.stage.tasks:
+            problems.append(Problem(spec.line, f"stage '{spec.type}' does not apply to task '{task}' "
+                                    f"(it applies to {', '.join(spec.stage.tasks)})"))
+            continue
+        problems += [Problem(spec.line, f"stage '{spec.type}': {msg}") for msg in spec.stage.validate(info, task)]
+    if task == "causal-lm":
+        if not info.is_causal_lm:
+            problems.append(Problem(recipe.lines.get("model"), f"model '{recipe.model}' is not a causal LM "
+                                    f"(architectures: {', '.join(info.architectures) or 'none'})"))
+    elif not info.has_classification_head:
         first = next((s for s in recipe.stages if s.stage.trains_head), None)
         if first is None or first is not recipe.stages[0]:
             problems.append(Problem(recipe.lines.get("model"), f"model '{recipe.model}' has no trained classification head "

@@ -9,14 +9,23 @@ from rich.table import Table
 REPORT_SCHEMA = 1
 
 
+def is_lm_report(report: dict) -> bool:
+    return report["task"].get("metric") == "perplexity"
+
+
 def comparison(baseline: dict, compressed: dict) -> dict:
+    """Compressed vs baseline. Classification: accuracy delta and p50 speedup. Causal LM: perplexity ratio, decode
+    speedup (tokens/s ratio, `speedup`, what the min_speedup gate reads) and prefill speedup."""
     b, c = baseline, compressed
-    return {
-        "metric_delta": c["metrics"]["accuracy"] - b["metrics"]["accuracy"],
-        "speedup": b["latency"]["p50_ms"] / c["latency"]["p50_ms"],
-        "size_ratio": c["size"]["bytes_on_disk"] / b["size"]["bytes_on_disk"],
-        "params_ratio": c["size"]["params"] / b["size"]["params"],
-    }
+    sizes = {"size_ratio": c["size"]["bytes_on_disk"] / b["size"]["bytes_on_disk"],
+             "params_ratio": c["size"]["params"] / b["size"]["params"]}
+    if b["metrics"]["metric"] == "perplexity":
+        return {"metric_delta": c["metrics"]["perplexity"] - b["metrics"]["perplexity"],
+                "perplexity_ratio": c["metrics"]["perplexity"] / b["metrics"]["perplexity"],
+                "speedup": c["latency"]["decode"]["tokens_per_s"] / b["latency"]["decode"]["tokens_per_s"],
+                "prefill_speedup": b["latency"]["prefill"]["p50_ms"] / c["latency"]["prefill"]["p50_ms"]} | sizes
+    return {"metric_delta": c["metrics"]["accuracy"] - b["metrics"]["accuracy"],
+            "speedup": b["latency"]["p50_ms"] / c["latency"]["p50_ms"]} | sizes
 
 
 def write(report: dict, folder: Path) -> None:
@@ -27,7 +36,33 @@ def write(report: dict, folder: Path) -> None:
     (folder / "report.html").write_text(run_html(report))
 
 
+def _size_rows(b: dict, c: dict, cmp_: dict) -> list[tuple[str, str, str, str]]:
+    return [("weights on disk", f"{b['size']['bytes_on_disk'] / 1e6:.1f} MB", f"{c['size']['bytes_on_disk'] / 1e6:.1f} MB",
+             f"{cmp_['size_ratio']:.3f}x"),
+            ("stored weight values", f"{b['size']['params'] / 1e6:.2f} M", f"{c['size']['params'] / 1e6:.2f} M",
+             f"{cmp_['params_ratio']:.3f}x")]
+
+
+def _lm_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    b, c = report["models"]["baseline"], report["models"]["compressed"]
+    cmp_ = report["comparison"]
+    pre = lambda m, k: f"{m['latency']['prefill'][k]:.1f} ms"  # noqa: E731
+    dec = lambda m: f"{m['latency']['decode']['tokens_per_s']:.1f}/s"  # noqa: E731
+    return [
+        ("runtime", b["runtime"], c["runtime"], ""),
+        (f"perplexity ({b['metrics']['tokens']} tokens)", f"{b['metrics']['perplexity']:.3f}",
+         f"{c['metrics']['perplexity']:.3f}", f"{(cmp_['perplexity_ratio'] - 1) * 100:+.1f}%"),
+        *_size_rows(b, c, cmp_),
+        ("prefill p50", pre(b, "p50_ms"), pre(c, "p50_ms"), f"{cmp_['prefill_speedup']:.2f}x faster"),
+        ("decode", dec(b), dec(c), f"{cmp_['speedup']:.2f}x faster"),
+        ("decode ms/token p95", f"{b['latency']['decode']['ms_per_token_p95']:.2f}",
+         f"{c['latency']['decode']['ms_per_token_p95']:.2f}", ""),
+    ]
+
+
 def rows(report: dict) -> list[tuple[str, str, str, str]]:
+    if is_lm_report(report):
+        return _lm_rows(report)
     b, c = report["models"]["baseline"], report["models"]["compressed"]
     cmp_ = report["comparison"]
     lat = lambda m, k: f"{m['latency'][k]:.2f} ms"  # noqa: E731
@@ -36,10 +71,7 @@ def rows(report: dict) -> list[tuple[str, str, str, str]]:
         (f"accuracy ({report['task']['eval_split']}, n={b['metrics']['samples']})", f"{b['metrics']['accuracy']:.4f}",
          f"{c['metrics']['accuracy']:.4f}", f"{cmp_['metric_delta'] * 100:+.2f} pt"),
         ("macro F1", f"{b['metrics']['macro_f1']:.4f}", f"{c['metrics']['macro_f1']:.4f}", ""),
-        ("weights on disk", f"{b['size']['bytes_on_disk'] / 1e6:.1f} MB", f"{c['size']['bytes_on_disk'] / 1e6:.1f} MB",
-         f"{cmp_['size_ratio']:.3f}x"),
-        ("stored weight values", f"{b['size']['params'] / 1e6:.2f} M", f"{c['size']['params'] / 1e6:.2f} M",
-         f"{cmp_['params_ratio']:.3f}x"),
+        *_size_rows(b, c, cmp_),
         ("latency p50", lat(b, "p50_ms"), lat(c, "p50_ms"), f"{cmp_['speedup']:.2f}x faster"),
         ("latency p95", lat(b, "p95_ms"), lat(c, "p95_ms"), ""),
         ("throughput", f"{b['latency']['throughput_per_s']:.1f}/s", f"{c['latency']['throughput_per_s']:.1f}/s", ""),
@@ -50,6 +82,10 @@ def protocol_line(report: dict) -> str:
     p = report["models"]["baseline"]["latency"]["protocol"]
     env = report["environment"]
     flags = ", ".join(f for f, on in env["cpu"]["flags"].items() if on) or "none"
+    if is_lm_report(report):
+        return (f"prompt of {p['seq_len']} tokens then {p['decode_tokens']} greedy tokens with the KV cache, batch 1, "
+                f"{p['threads']} threads, {p['repeats']} timed generations per model, interleaved; CPU "
+                f"{env['cpu']['model']} ({flags})")
     return (f"batch {p['batch_size']}, seq {p['seq_len']}, {p['threads']} threads, {p['warmup']} warm-up + "
             f"{p['repeats']} timed calls per model, interleaved; CPU {env['cpu']['model']} ({flags})")
 

@@ -5,7 +5,7 @@ import base64
 from html import escape
 
 from .charts import layers_png, metric_vs_latency_png
-from .report import protocol_line, rows
+from .report import is_lm_report, protocol_line, rows
 from .summary import HEADERS, RunSummary, cells
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -52,7 +52,7 @@ def run_html(report: dict) -> str:
     stages = [[str(i), s["type"], f"{s['wall_s']:.1f} s"] for i, s in enumerate(report["stages"], 1)]
     body = (_table(["", "baseline", "compressed", "change"], [list(r) for r in rows(report)])
             + f"<p class='note'>{escape(protocol_line(report))}</p>"
-            + _chart([_point(name, report)])
+            + ("" if is_lm_report(report) else _chart([_point(name, report)]))
             + _structure(report)
             + "<h2>Stages</h2>" + _table(["#", "stage", "wall time"], stages)
             + (f"<h2>Gates</h2><ul>{gates}</ul>" if gates else ""))
@@ -61,7 +61,7 @@ def run_html(report: dict) -> str:
 
 def runs_html(runs: list[RunSummary], title: str) -> str:
     """Every run in one table and on one accuracy-vs-latency chart."""
-    measured = [r for r in runs if r.report]
+    measured = [r for r in runs if r.report and not is_lm_report(r.report)]  # accuracy vs latency: classifiers
     body = _table(HEADERS, [cells(r) for r in runs])
     if measured:
         body += _chart([_point(r.name, r.report) for r in measured])

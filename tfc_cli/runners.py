@@ -25,21 +25,25 @@ class TorchRunner:
             return self.model(**inputs).logits.float().numpy()
 
 
+def ort_session(onnx_model: bytes | str, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # ORT's threads busy-wait after each run by default; in an interleaved benchmark that steals the cores
+    # from the next model (measured: torch fp32 ran 2.5x slower right after a spinning ORT call).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+
+
 class OrtRunner:
     runtime = "onnxruntime"
 
     def __init__(self, onnx_model: bytes | str, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # ORT's threads busy-wait after each run by default; in an interleaved benchmark that steals the cores
-        # from the next model (measured: torch fp32 ran 2.5x slower right after a spinning ORT call).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(onnx_model, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -48,15 +52,26 @@ class OrtRunner:
 
 
 def runner_for(state, threads: int | None = None):
-    """The runner for a ModelState or a loaded Checkpoint (both have .model / .onnx)."""
+    """The runner for a ModelState or a loaded Checkpoint (both have .model / .onnx / .config)."""
+    from .model_state import is_causal_lm
+
+    if is_causal_lm(state.config):
+        from .lm.runners import lm_runner_for
+
+        return lm_runner_for(state, threads)
     if state.onnx is not None:
         return OrtRunner(state.onnx, threads)
     return TorchRunner(state.model)
 
 
 def runtimes_for(ckpt) -> list[str]:
-    """Runtimes a checkpoint can be timed on: an ONNX model only on ONNX Runtime, a torch model on all three."""
-    return ["onnxruntime"] if ckpt.onnx is not None else list(RUNTIMES)
+    """Runtimes a checkpoint can be timed on: an ONNX model only on ONNX Runtime, a torch model on all three
+    (a causal LM on torch and onnxruntime: torch.compile would recompile at every decode length)."""
+    from .model_state import is_causal_lm
+
+    if ckpt.onnx is not None:
+        return ["onnxruntime"]
+    return ["torch", "onnxruntime"] if is_causal_lm(ckpt.config) else list(RUNTIMES)
 
 
 def runner_on(ckpt, runtime: str, threads: int | None = None):
@@ -65,8 +80,15 @@ def runner_on(ckpt, runtime: str, threads: int | None = None):
 
     if runtime not in runtimes_for(ckpt):
         raise TfcError(f"{ckpt.folder} is an ONNX model: it runs on onnxruntime only, not {runtime}")
-    if ckpt.onnx is not None:
-        return OrtRunner(ckpt.onnx, threads)
+    if ckpt.onnx is not None or runtime == "torch":
+        return runner_for(ckpt, threads)
+    from .model_state import is_causal_lm
+
+    if is_causal_lm(ckpt.config) and runtime == "onnxruntime":
+        from .lm.runners import OrtLmRunner
+        from .onnx_export import export_decoder_onnx
+
+        return OrtLmRunner(export_decoder_onnx(ckpt.model, ckpt.tokenizer), ckpt.config, threads)
     if runtime == "onnxruntime":
         from .onnx_export import export_onnx
 

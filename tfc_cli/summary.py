@@ -30,14 +30,18 @@ def cells(run: RunSummary) -> list[str]:
     if r is None:
         return [run.name, "-", "-", "-", "-", "-", run.status, f"{run.wall_s:.0f} s"]
     b, c, cmp_ = r["models"]["baseline"]["metrics"], r["models"]["compressed"]["metrics"], r["comparison"]
+    if b["metric"] == "perplexity":
+        metric = (f"ppl {b['perplexity']:.2f} -> {c['perplexity']:.2f} ({(cmp_['perplexity_ratio'] - 1) * 100:+.1f}%)")
+    else:
+        metric = f"{b['accuracy']:.4f} -> {c['accuracy']:.4f} ({cmp_['metric_delta'] * 100:+.2f} pt)"
     gates = ", ".join(f"{g['name']} {'pass' if g['passed'] else 'FAIL'}" for g in r["gates"]) or "none"
     status = run.status + (" (reused)" if run.reused else "")
     return [run.name, " > ".join(s["type"] for s in r["stages"]),
-            f"{b['accuracy']:.4f} -> {c['accuracy']:.4f} ({cmp_['metric_delta'] * 100:+.2f} pt)",
+            metric,
             f"{cmp_['size_ratio']:.3f}x", f"{cmp_['speedup']:.2f}x", gates, status, f"{run.wall_s:.0f} s"]
 
 
-HEADERS = ["recipe", "stages", "accuracy baseline -> compressed", "size ratio", "speedup", "gates", "status", "wall time"]
+HEADERS = ["recipe", "stages", "metric baseline -> compressed", "size ratio", "speedup", "gates", "status", "wall time"]
 
 
 def table(runs: list[RunSummary], title: str) -> Table:

@@ -10,6 +10,8 @@ from ..bench import Protocol, bench_inputs, environment, peak_rss_mb, time_inter
 from ..checkpoint import open_model
 from .. import progress
 from ..errors import UsageError
+from ..lm.bench import prompt_ids, time_generation
+from ..model_state import is_causal_lm
 from ..runners import RUNTIMES, runner_on, runtimes_for
 from ..trust import LoadPolicy
 from .common import handle_errors, out, set_quiet
@@ -28,6 +30,36 @@ def _rss_mb() -> float:
 RUNTIME_CHOICES = ("native", *RUNTIMES, "all")
 
 
+def _bench_lm(runners: dict, rows: dict, prompt, protocol, decode_tokens: int, baseline, runtime: str, as_json: bool):
+    """Causal LMs: prefill latency and decode tokens/s, timed interleaved; speedups are decode tokens/s ratios."""
+    timing = time_generation(runners, prompt, protocol, decode_tokens)
+    for key in rows:
+        rows[key]["latency"] = timing[key]
+    tps = {key: timing[key]["decode"]["tokens_per_s"] for key in rows}
+    result = {"models": rows, "environment": environment(protocol.threads), "peak_rss_mb": peak_rss_mb()}
+    if baseline and runtime != "all":
+        result["speedup"] = tps["model"] / tps["baseline"]
+    if runtime == "all":
+        result["fastest"] = max(tps, key=tps.get)
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    t = Table("", "runtime", "prefill p50 ms", "decode tokens/s", "ms/token p95", "weights", "RSS on load",
+              caption=f"prompt {protocol.seq_len} tokens + {decode_tokens} greedy tokens with KV cache, batch 1, "
+              f"{protocol.threads} threads, {protocol.repeats} timed generations, interleaved")
+    for key, r in rows.items():
+        size = r.get("size", {})
+        t.add_row(f"{key.split(':')[0]}: {r['source']}" if runtime == "all" else r["source"], r["runtime"],
+                  f"{r['latency']['prefill']['p50_ms']:.2f}", f"{tps[key]:.1f}",
+                  f"{r['latency']['decode']['ms_per_token_p95']:.2f}",
+                  f"{size.get('bytes_on_disk', 0) / 1e6:.1f} MB" if size else "-", f"{r['load_rss_mb']:.0f} MB")
+    out.print(t)
+    if "speedup" in result:
+        out.print(f"decode speedup (ratio of tokens/s): [bold]{result['speedup']:.2f}x[/]")
+    if "fastest" in result:
+        out.print(f"fastest decode: [bold]{result['fastest']}[/] ({tps[result['fastest']]:.1f} tokens/s)")
+
+
 @handle_errors
 def bench(
     model: str = typer.Argument(..., help="a tfc checkpoint, an HF folder, a hub id or demo:NAME"),
@@ -38,7 +70,9 @@ def bench(
     seq_len: int = typer.Option(64, "--seq-len", min=1),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="default: physical cores"),
     warmup: int = typer.Option(10, "--warmup", min=0),
-    repeats: int = typer.Option(50, "--repeats", min=3),
+    repeats: int = typer.Option(50, "--repeats", min=3, help="timed calls (causal LM: timed generations) per model"),
+    decode_tokens: int = typer.Option(32, "--decode-tokens", min=1, help="causal LM: tokens generated after the "
+                                      "--seq-len-token prompt"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     allow_pickle_weights: bool = typer.Option(False, "--allow-pickle-weights", help="load .bin/.pt weights (restricted unpickler)"),
@@ -49,20 +83,29 @@ def bench(
     set_quiet(quiet or as_json)
     protocol = Protocol(batch_size, seq_len, threads, warmup, repeats).resolved()
     specs = {"model": model} | ({"baseline": baseline} if baseline else {})
-    runners, rows = {}, {}
+    runners, rows, kinds = {}, {}, set()
     for name, spec in specs.items():
         before = _rss_mb()
         ckpt = open_model(spec, require_head=False, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
         load_rss = _rss_mb() - before
         size = weights_size(ckpt.weights_path) if ckpt.weights_path.is_file() else None
-        inputs = bench_inputs(ckpt.tokenizer, _TEXTS, batch_size, seq_len)
+        kinds.add(is_causal_lm(ckpt.config))
+        if len(kinds) > 1:
+            raise UsageError("--baseline must be the same kind of model (both causal LMs, or both classifiers)")
+        if is_causal_lm(ckpt.config) and batch_size != 1:
+            raise UsageError("a causal LM is timed per sequence: --batch-size must be 1")
+        inputs = (prompt_ids(ckpt.tokenizer, " ".join(_TEXTS), seq_len) if is_causal_lm(ckpt.config)
+                  else bench_inputs(ckpt.tokenizer, _TEXTS, batch_size, seq_len))
         chosen = runtimes_for(ckpt) if runtime == "all" else [ckpt.runtime if runtime == "native" else runtime]
         for rt in chosen:
             key = name if runtime != "all" else f"{name}:{rt}"
             progress.info(f"preparing {spec} on {rt}")
             runners[key] = runner_on(ckpt, rt, protocol.threads)
-            runners[key](inputs)  # compiles / builds the session before anything is timed
+            runners[key](inputs if kinds != {True} else {"input_ids": inputs})  # compiles / builds the session first
             rows[key] = {"source": spec, "runtime": rt, "load_rss_mb": load_rss} | ({"size": size} if size else {})
+    if kinds == {True}:
+        _bench_lm(runners, rows, inputs, protocol, decode_tokens, baseline, runtime, as_json)
+        return
     latency = time_interleaved(runners, inputs, protocol)
     for key in rows:
         rows[key]["latency"] = latency[key]

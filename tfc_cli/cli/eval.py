@@ -12,6 +12,9 @@ from ..checkpoint import open_model
 from ..data import load_task_data
 from ..errors import UsageError
 from ..evaluate import evaluate
+from ..lm.data import load_text_data
+from ..lm.perplexity import perplexity, text_token_ids
+from ..model_state import is_causal_lm
 from ..recipe import TaskConfig, parse_recipe
 from ..runners import runner_for
 from ..trust import LoadPolicy
@@ -32,6 +35,15 @@ def _task(recipe: Optional[Path], dataset: Optional[str], text: str, text_pair: 
                       max_length=max_length, max_eval_samples=max_samples, eval_split=split)
 
 
+def _perplexity(model: str, ckpt, task: TaskConfig, stride: Optional[int], max_tokens: Optional[int]) -> dict:
+    """A causal LM's perplexity on the task's text (the recipe's window and stride unless given here)."""
+    data = load_text_data(task)
+    ids = text_token_ids(ckpt.tokenizer, data.text, max_tokens or task.max_eval_tokens)
+    stride = stride or task.stride or max(1, task.max_length // 2)
+    return {"model": model, "dataset": data.source, "runtime": ckpt.runtime, "split": data.eval_split,
+            **perplexity(runner_for(ckpt), ids, task.max_length, stride, label=model)}
+
+
 @handle_errors
 def eval_command(
     model: str = typer.Argument(..., help="a tfc checkpoint, an HF folder, a hub id or demo:NAME"),
@@ -43,14 +55,29 @@ def eval_command(
     max_length: int = typer.Option(128, "--max-length", min=1, help="tokens per example"),
     split: Optional[str] = typer.Option(None, "--split", help="split to evaluate (default: test, else validation)"),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", min=1, help="evaluate at most this many"),
+    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="causal LM: tokens between perplexity windows "
+                                         "(default: half of --max-length, the window)"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="causal LM: score at most this many tokens"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     allow_pickle_weights: bool = typer.Option(False, "--allow-pickle-weights", help="load .bin/.pt weights (restricted unpickler)"),
 ):
-    """Accuracy and macro F1 of a model on a task's evaluation split."""
+    """Accuracy and macro F1 of a classifier, or perplexity of a causal LM, on a task's evaluation data."""
     set_quiet(quiet or as_json)
     task = _task(recipe, dataset, text, text_pair, label, max_length, max_samples, split)
     ckpt = open_model(model, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
+    if is_causal_lm(ckpt.config):
+        result = _perplexity(model, ckpt, task, stride, max_tokens)
+        if as_json:
+            out.print_json(json.dumps(result))
+            return
+        t = Table("model", "runtime", "text", "tokens scored", "window / stride", "perplexity")
+        t.add_row(model, result["runtime"], result["dataset"], str(result["tokens"]), f"{result['window']} / {result['stride']}",
+                  f"{result['perplexity']:.3f}")
+        out.print(t)
+        return
+    if task.type == "causal-lm":
+        raise UsageError(f"the recipe's task is causal-lm but {model} is not a causal LM")
     data = load_task_data(task)
     result = {"model": model, "dataset": data.source, "runtime": ckpt.runtime,
               **evaluate(runner_for(ckpt), ckpt.tokenizer, data, task.max_length, label=model)}

@@ -32,11 +32,12 @@ class Stage:
     compresses: ClassVar[bool] = True  # the baseline is taken before the first compressing stage
     final: ClassVar[bool] = False  # no stage may follow (e.g. a quantized model cannot be trained further)
     trains_head: ClassVar[bool] = False  # gives the model a trained task head
+    tasks: ClassVar[tuple[str, ...]] = ("text-classification",)  # task types the stage applies to
 
     def __init__(self, config):
         self.config = config
 
-    def validate(self, info: "ModelInfo") -> list[str]:
+    def validate(self, info: "ModelInfo", task: str) -> list[str]:
         """Problems with applying this stage to the model described by `info` (config only, no weights)."""
         return []
 

@@ -79,7 +79,7 @@ class Cofi(Stage):
     help = ("CoFi structured pruning: learned L0 masks over attention sublayers, heads, FFN sublayers, FFN units and "
             "hidden dims with layer-wise distillation; the result is physically smaller and dense.")
 
-    def validate(self, info) -> list[str]:
+    def validate(self, info, task: str) -> list[str]:
         c, problems = self.config, []
         if info.model_type not in ADAPTERS:
             problems.append(f"model type '{info.model_type}' is not supported (known: {', '.join(sorted(ADAPTERS))})")

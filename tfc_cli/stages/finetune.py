@@ -38,7 +38,7 @@ class Finetune(Stage):
     compresses = False
     trains_head = True
 
-    def validate(self, info) -> list[str]:
+    def validate(self, info, task: str) -> list[str]:
         return ["cannot train a quantized model"] if info.quantized else []
 
     def plan(self, info) -> str:

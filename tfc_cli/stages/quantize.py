@@ -7,6 +7,8 @@
   (a seeded sample), QDQ format; no per-call range computation.
 - `qat-int8` (onnxruntime): fine-tune with the encoder's Linear layers fake-quantized (quant/qat.py), then
   convert with static-int8.
+- `weight-only` (onnxruntime, causal LMs): `bits` 4 or 8 in groups of `group_size`, activations float; the
+  decoder is exported with its KV cache and its weights quantized (see quant/weight_only.py).
 With `max_accuracy_drop` (onnxruntime), nodes that cost the most accuracy stay in float until the validation
 accuracy is within that bound of the float model's (see quant/accuracy_guard.py).
 """
@@ -20,11 +22,12 @@ import numpy as np
 
 from ..arch import ADAPTERS, adapter_for
 from ..evaluate import evaluate
-from ..onnx_export import export_onnx, input_names
+from ..onnx_export import export_decoder_onnx, export_onnx, input_names
 from ..quant.accuracy_guard import guarded_quantize
 from ..quant.onnx_int8 import OnnxInt8, calibration_batches, has_vnni
 from ..quant.qat import insert_fake_quant, remove_fake_quant
 from ..quant.torch_int8 import quantize_modules
+from ..quant.weight_only import weight_only_quantize
 from ..runners import OrtRunner
 from ..schema import param
 from .base import Stage, StageContext, StageResult
@@ -33,7 +36,8 @@ from .finetune import Finetune, FinetuneConfig
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    method: Literal["dynamic-int8", "static-int8", "qat-int8"] = param("dynamic-int8", help="quantization scheme")
+    method: Literal["dynamic-int8", "static-int8", "qat-int8", "weight-only"] = param(
+        "dynamic-int8", help="quantization scheme; weight-only is for causal-lm, the others for text-classification")
     backend: Literal["onnxruntime", "torch"] = param("onnxruntime", help="runtime that executes the INT8 model")
     per_channel: bool = param(True, help="one weight scale per output channel (else per tensor); onnxruntime only")
     calibration_samples: int = param(256, help="training examples that set the activation scales (static-int8)", min=1)
@@ -43,6 +47,11 @@ class QuantizeConfig:
     qat_learning_rate: float = param(1e-5, help="learning rate of the fake-quantized fine-tuning (qat-int8)", min=0,
                                      min_exclusive=True)
     qat_batch_size: int = param(32, help="batch size of the fake-quantized fine-tuning (qat-int8)", min=1)
+    bits: Literal[4, 8] = param(4, help="weight bits (weight-only)")
+    group_size: Literal[16, 32, 64, 128, 256] = param(32, help="weights sharing one scale (weight-only)")
+    compute: Literal["int8", "float"] = param(
+        "int8", help="weight-only matmul arithmetic: int8 (activations quantized per group at run time; fastest) or "
+        "float (weights dequantized; slower, no activation rounding)")
     max_accuracy_drop: Optional[float] = param(
         None, help="leave the most harmful nodes in float until validation accuracy is within this of float "
         "(onnxruntime)", min=0)
@@ -53,9 +62,16 @@ class Quantize(Stage):
     Config = QuantizeConfig
     help = "Post-training INT8 quantization of Linear/MatMul (and embedding) weights; dynamic or static activations."
     final = True
+    tasks = ("text-classification", "causal-lm")
 
-    def validate(self, info) -> list[str]:
+    def validate(self, info, task: str) -> list[str]:
         problems = ["the model is already quantized"] if info.quantized else []
+        if (task == "causal-lm") != (self.config.method == "weight-only"):
+            problems.append(f"method '{self.config.method}' does not apply to task '{task}' (causal-lm: weight-only; "
+                            "text-classification: dynamic-int8, static-int8, qat-int8)")
+            return problems
+        if self.config.method == "weight-only" and self.config.backend != "onnxruntime":
+            problems.append("weight-only runs on backend 'onnxruntime' (set backend: onnxruntime)")
         if self.config.method in ("static-int8", "qat-int8") and self.config.backend != "onnxruntime":
             problems.append(f"{self.config.method} runs on backend 'onnxruntime' (set backend: onnxruntime)")
         if self.config.method == "qat-int8" and info.model_type not in ADAPTERS:
@@ -66,6 +82,10 @@ class Quantize(Stage):
 
     def plan(self, info) -> str:
         c = self.config
+        if c.method == "weight-only":
+            return (f"weight-only int{c.bits} on onnxruntime: export the decoder with its KV cache, then store every "
+                    f"Linear weight (LM head included) and the embeddings in int{c.bits} with one scale per {c.group_size} "
+                    f"weights; about {32 / (c.bits + 32 / c.group_size):.1f}x smaller weights")
         if c.method == "qat-int8":
             return (f"qat-int8 on onnxruntime: fine-tune {c.qat_epochs} epoch(s) at lr {c.qat_learning_rate:g} with "
                     f"fake-quantized Linear layers, then static INT8 calibrated on {c.calibration_samples} examples")
@@ -80,6 +100,8 @@ class Quantize(Stage):
 
     def apply(self, state, ctx: StageContext) -> StageResult:
         c = self.config
+        if c.method == "weight-only":
+            return self._weight_only(state)
         if c.backend == "torch":
             names = quantize_modules(state.model)
             changes = {"method": c.method, "backend": "torch", "weights": "int8 per-channel symmetric",
@@ -117,6 +139,16 @@ class Quantize(Stage):
                         "guard_tries": guard.tries}
         state.model = None  # the ONNX graph is now the model
         return StageResult(state, summary=summary, changes={"quantization": changes})
+
+    def _weight_only(self, state) -> StageResult:
+        c = self.config
+        state.onnx, record = weight_only_quantize(export_decoder_onnx(state.model, state.tokenizer), c.bits, c.group_size,
+                                                  integer_compute=c.compute == "int8")
+        state.model = None  # the ONNX graph is now the model
+        changes = {"method": "weight-only", "backend": "onnxruntime", "bits": c.bits, "group_size": c.group_size,
+                   "weights": f"int{c.bits} symmetric, one scale per {c.group_size}", "compute": c.compute,
+                   "activations": "float" + (" (int8 per group inside each matmul)" if c.compute == "int8" else "")} | record
+        return StageResult(state, summary=record, changes={"quantization": changes})
 
     def _train_quantization_aware(self, state, ctx: StageContext) -> dict:
         """Fine-tune with fake-quantized Linear layers (the best epoch on validation is kept), then unwrap them."""

@@ -1,0 +1,219 @@
+"""Causal LMs on a tiny Llama-style decoder built from config: perplexity, the KV-cache ONNX graph, weight-only
+quantization end to end, eval and bench on the result, and validation of what does not apply to LMs."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tfc_cli.cli.app import app
+
+from .conftest import NEGATIVE, POSITIVE, WORDS, make_tokenizer
+
+runner = CliRunner()
+
+
+def make_llama_folder(folder: Path, tied: bool = True) -> Path:
+    """A tiny Llama (hidden 32, 2 layers, 4 query / 2 key-value heads) with tfc's tiny word tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=tied,
+                         bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    return make_llama_folder(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory) -> Path:
+    rng = random.Random(0)
+    words = WORDS + POSITIVE + NEGATIVE + ["the", "a", "was", "is"]
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(40)))
+    return path
+
+
+def lm_recipe(tmp_path: Path, model: Path, text: Path, stages: str, extra: str = "", name: str = "lm") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: {name}
+        model: {model}
+        task: {{type: causal-lm, dataset: {text}, max_length: 32}}
+        stages:
+        """) + textwrap.indent(textwrap.dedent(stages).strip("\n"), "  ") + "\n" + textwrap.dedent(f"""\
+        bench: {{seq_len: 8, decode_tokens: 4, warmup: 1, repeats: 3}}
+        output: {tmp_path / 'out' / name}
+        """) + textwrap.dedent(extra))
+    return path
+
+
+def test_strided_windows_score_every_token_once():
+    from tfc_cli.lm.perplexity import window_starts
+
+    for n, window, stride in [(10, 4, 2), (100, 32, 16), (7, 8, 4), (50, 10, 10), (33, 16, 5)]:
+        scored, context = [], max(1, window - stride)
+        for begin, end, first in window_starts(n, window, stride):
+            assert end - begin <= window and first >= min(context, begin + first)  # context, or all the text before
+            scored += list(range(begin + first, end))
+        assert scored == list(range(1, n)), (n, window, stride)
+
+
+def test_perplexity_matches_a_direct_computation(tiny_llama):
+    """With one window covering the text, perplexity is exp(mean next-token NLL) computed straight from torch."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tfc_cli.lm.perplexity import perplexity
+    from tfc_cli.lm.runners import TorchLmRunner
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    ids = np.random.RandomState(0).randint(5, 99, size=40)
+    with torch.no_grad():
+        out = model(torch.from_numpy(ids)[None], labels=torch.from_numpy(ids)[None])
+    result = perplexity(TorchLmRunner(model), ids, window=64, stride=32)
+    assert result["tokens"] == 39
+    assert result["perplexity"] == pytest.approx(math.exp(out.loss.item()), rel=1e-4)
+    strided = perplexity(TorchLmRunner(model), ids, window=16, stride=8)  # less context per token: a different number
+    assert strided["tokens"] == 39 and strided["perplexity"] != pytest.approx(result["perplexity"], rel=1e-6)
+
+
+def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tfc_cli.lm.runners import OrtLmRunner, TorchLmRunner, greedy_tokens
+    from tfc_cli.onnx_export import export_decoder_onnx
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    ort, torch_runner = OrtLmRunner(export_decoder_onnx(model, tokenizer), model.config), TorchLmRunner(model)
+    ids = np.random.RandomState(1).randint(5, 99, size=(1, 20))
+    np.testing.assert_allclose(ort({"input_ids": ids}), torch_runner({"input_ids": ids}), atol=1e-4)
+    # a prefill of 12 then 8 single-token steps through the cache gives the same last logits as the whole sequence
+    logits, cache = ort.prefill(ids[:, :12])
+    for t in range(12, 20):
+        logits, cache = ort.step(int(ids[0, t]), cache)
+    np.testing.assert_allclose(logits, torch_runner({"input_ids": ids})[0, -1], atol=1e-4)
+    assert greedy_tokens(ort, ids[:, :5], 6) == greedy_tokens(torch_runner, ids[:, :5], 6)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_weight_only_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, bits):
+    recipe = lm_recipe(tmp_path, tiny_llama, tiny_text, f"- {{type: quantize, method: weight-only, bits: {bits}, group_size: 16}}",
+                       extra="gates: {max_perplexity_increase: 0.5, max_size_ratio: 10}\n", name=f"int{bits}")
+    result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / f"int{bits}"
+    manifest = json.loads((out / "tfc.json").read_text())
+    quant = manifest["changes"]["quantization"]
+    assert manifest["task"] == "causal-lm" and manifest["runtime"] == "onnxruntime"
+    assert quant["method"] == "weight-only" and quant["bits"] == bits and quant["group_size"] == 16
+    assert quant["linear"] == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the LM head
+    assert quant["embeddings"] == ("int4 groups" if bits == 4 else "int8 per row")
+    report = json.loads((out / "report.json").read_text())
+    b, c = report["models"]["baseline"], report["models"]["compressed"]
+    assert b["metrics"]["metric"] == "perplexity" and b["metrics"]["tokens"] == c["metrics"]["tokens"] > 100
+    assert report["comparison"]["perplexity_ratio"] == pytest.approx(c["metrics"]["perplexity"] / b["metrics"]["perplexity"])
+    assert abs(report["comparison"]["perplexity_ratio"] - 1) < 0.05  # a random tiny model is nearly uniform
+    assert c["latency"]["decode"]["tokens_per_s"] > 0 and c["latency"]["prefill"]["p50_ms"] > 0
+    assert {g["name"] for g in report["gates"]} == {"max_perplexity_increase", "max_size_ratio"}
+    assert "perplexity" in (out / "report.md").read_text()
+    # the saved model evaluates again through `tfc eval`, with the same perplexity
+    result = runner.invoke(app, ["eval", str(out), "--dataset", str(tiny_text), "--max-length", "32", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["perplexity"] == pytest.approx(c["metrics"]["perplexity"], rel=1e-6)
+
+
+def test_weight_only_int4_shrinks_real_linear_weights(tmp_path):
+    """On a model whose weights dominate the graph, int4 stores them at least 3x smaller than fp32."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from tfc_cli.quant.weight_only import weight_only_quantize
+
+    rng = np.random.RandomState(0)
+    w = rng.randn(256, 512).astype(np.float32)
+    table = rng.randn(1000, 256).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["h"]), helper.make_node("MatMul", ["h", "w"], ["y"]),
+         helper.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
+         helper.make_node("MatMul", ["h", "table_t"], ["logits"])], "g",
+        [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, "t"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, "t", 512]),
+         helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, "t", 1000])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(table, "table")])
+    fp32 = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    int4, record = weight_only_quantize(fp32, bits=4, group_size=32)
+    assert record["folded_transposes"] == 1 and record["linear"] == 2 and record["float_matmuls_left"] == 0
+    assert len(fp32) / len(int4) >= 3
+    int8, record8 = weight_only_quantize(fp32, bits=8, group_size=32)
+    assert record8["embeddings"] == "int8 per row" and len(fp32) / len(int8) >= 1.8
+    import onnxruntime as ort
+
+    ids = np.array([[1, 5, 999]])
+    outputs = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"ids": ids}) for m in (fp32, int4, int8)]
+    for quantized, tolerance in ((outputs[1], 0.2), (outputs[2], 0.02)):
+        for got, expected in zip(quantized, outputs[0]):
+            assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("stages, message", [
+    ("- {type: quantize, method: dynamic-int8}", "method 'dynamic-int8' does not apply to task 'causal-lm'"),
+    ("- {type: finetune, epochs: 1}", "stage 'finetune' does not apply to task 'causal-lm'"),
+    ("- {type: cofi, target_sparsity: 0.5}", "stage 'cofi' does not apply to task 'causal-lm'"),
+    ("- {type: quantize, method: weight-only, backend: torch}", "weight-only runs on backend 'onnxruntime'"),
+    ("- {type: quantize, method: weight-only, group_size: 48}", "group_size"),
+])
+def test_what_does_not_apply_to_a_causal_lm_is_refused_before_loading(tmp_path, tiny_llama, tiny_text, stages, message):
+    result = runner.invoke(app, ["validate", str(lm_recipe(tmp_path, tiny_llama, tiny_text, stages))])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_lm_gates_and_options_are_checked_against_the_task(tmp_path, tiny_llama, tiny_text, tiny_classifier):
+    stages = "- {type: quantize, method: weight-only}"
+    recipe = lm_recipe(tmp_path, tiny_llama, tiny_text, stages, extra="gates: {max_accuracy_drop: 0.01}\n")
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2 and "gate 'max_accuracy_drop' applies to task 'text-classification'" in result.output
+    not_an_lm = lm_recipe(tmp_path, tiny_classifier, tiny_text, stages, name="cls")
+    result = runner.invoke(app, ["validate", str(not_an_lm)])
+    assert result.exit_code == 2 and "is not a causal LM" in result.output
+    path = tmp_path / "stride.yaml"
+    path.write_text(recipe.read_text().replace("max_length: 32}", "max_length: 32, stride: 64}").replace(
+        "gates: {max_accuracy_drop: 0.01}", ""))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and "stride (64) cannot exceed max_length (32)" in result.output
+
+
+def test_weight_only_is_refused_for_a_classifier(make_recipe):
+    recipe = make_recipe("""
+      - {type: finetune, epochs: 1}
+      - {type: quantize, method: weight-only}
+    """)
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2 and "method 'weight-only' does not apply to task 'text-classification'" in result.output
+
+
+def test_bench_times_an_lm_on_torch_and_onnxruntime(tiny_llama):
+    result = runner.invoke(app, ["bench", str(tiny_llama), "--runtime", "all", "--seq-len", "8", "--decode-tokens", "4",
+                                 "--repeats", "3", "--warmup", "1", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert set(data["models"]) == {"model:torch", "model:onnxruntime"}
+    for row in data["models"].values():
+        assert row["latency"]["decode"]["tokens_per_s"] > 0 and row["latency"]["protocol"]["decode_tokens"] == 4
+    assert data["fastest"] in data["models"]
+    result = runner.invoke(app, ["bench", str(tiny_llama), "--batch-size", "2"])
+    assert result.exit_code == 2 and "--batch-size must be 1" in result.output

@@ -1,0 +1,1 @@
+"""Causal language models: text data, perplexity, runners (torch and ONNX Runtime with a KV cache), generation bench."""

@@ -1,0 +1,92 @@
+"""Causal LM runners, torch and ONNX Runtime, with one interface:
+
+- `runner({"input_ids": [1, T]}) -> logits [1, T, V]`: a whole sequence, no cache (perplexity, checks);
+- `runner.prefill(ids [1, T]) -> (last logits [V], cache)` and `runner.step(token, cache) -> (logits [V], cache)`:
+  generation with a KV cache, as a deployed model decodes.
+
+The ONNX graph is the single "decode" graph of onnx_export.export_decoder_onnx: past keys/values in, present
+out; an empty past makes it a prefill. Batch is 1: perplexity and latency-per-user are measured per sequence.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class TorchLmRunner:
+    runtime = "torch"
+
+    def __init__(self, model):
+        self.model = model.eval()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            ids = torch.from_numpy(np.ascontiguousarray(batch["input_ids"]))
+            return self.model(input_ids=ids, use_cache=False).logits.float().numpy()
+
+    def prefill(self, ids: np.ndarray):
+        from transformers import DynamicCache
+
+        return self._forward(torch.from_numpy(np.ascontiguousarray(ids)), DynamicCache(config=self.model.config))
+
+    def step(self, token: int, cache):
+        return self._forward(torch.tensor([[token]]), cache)
+
+    def _forward(self, ids: torch.Tensor, cache):
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+            return out.logits[0, -1].float().numpy(), out.past_key_values
+
+
+class OrtLmRunner:
+    runtime = "onnxruntime"
+
+    def __init__(self, onnx_model: bytes | str, config, threads: int | None = None):
+        from ..runners import ort_session
+
+        self.session = ort_session(onnx_model, threads)
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs[:2] != ["input_ids", "position_ids"]:
+            raise ValueError(f"not a tfc decoder graph (inputs {inputs[:3]}...)")
+        self.past_names = inputs[2:]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.empty = np.zeros((1, heads, 0, head_dim), dtype=np.float32)
+
+    def _run(self, ids: np.ndarray, past: list[np.ndarray]):
+        start = past[0].shape[2] if past else 0
+        feeds = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64),
+                 "position_ids": np.arange(start, start + ids.shape[1], dtype=np.int64)[None]}
+        feeds |= dict(zip(self.past_names, past or [self.empty] * len(self.past_names)))
+        logits, *present = self.session.run(self.output_names, feeds)
+        return logits, present
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        ids = batch["input_ids"]
+        return np.concatenate([self._run(row[None], [])[0] for row in ids])  # the graph's batch is 1
+
+    def prefill(self, ids: np.ndarray):
+        logits, present = self._run(ids, [])
+        return logits[0, -1], present
+
+    def step(self, token: int, cache):
+        logits, present = self._run(np.array([[token]]), cache)
+        return logits[0, -1], present
+
+
+def lm_runner_for(state, threads: int | None = None):
+    """The LM runner for a ModelState or Checkpoint (both have .model / .onnx / .config)."""
+    if state.onnx is not None:
+        return OrtLmRunner(state.onnx, state.config, threads)
+    return TorchLmRunner(state.model)
+
+
+def greedy_tokens(runner, prompt: np.ndarray, new_tokens: int) -> list[int]:
+    """Greedy continuation of `prompt` ([1, T]): what `tfc` uses to check that two runners generate alike."""
+    logits, cache = runner.prefill(prompt)
+    tokens = []
+    for _ in range(new_tokens):
+        tokens.append(int(np.argmax(logits)))
+        logits, cache = runner.step(tokens[-1], cache)
+    return tokens
