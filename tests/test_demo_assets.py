@@ -64,3 +64,22 @@ def test_small_compress_on_the_real_model(tmp_path):
     assert base["accuracy"] > 0.6  # 640 examples already move MiniLM well past chance (0.58 majority)
     assert abs(comp["accuracy"] - base["accuracy"]) <= 0.03  # INT8 keeps the model's decisions
     assert report["comparison"]["size_ratio"] < 0.3
+
+
+@pytest.mark.skipif(not (is_installed("smollm2-135m") and is_installed("hamlet") and is_installed("lee")),
+                    reason="LM demo assets not fetched (tfc assets fetch smollm2-135m lee)")
+def test_smollm2_from_gguf_reads_hamlet_and_lee_with_a_plausible_perplexity():
+    """The GGUF conversion is a working Llama: a few hundred tokens of each text score far below uniform guessing."""
+    from tfc_cli.checkpoint import open_model
+    from tfc_cli.lm.data import load_text_data
+    from tfc_cli.lm.perplexity import perplexity, text_token_ids
+    from tfc_cli.runners import runner_for
+
+    info = model_info("demo:smollm2-135m")
+    assert info.is_causal_lm and (info.model_type, info.num_layers, info.hidden_size) == ("llama", 30, 576)
+    ckpt = open_model("demo:smollm2-135m")
+    for text in ("demo:hamlet", "demo:lee"):
+        data = load_text_data(TaskConfig(type="causal-lm", dataset=text))
+        ids = text_token_ids(ckpt.tokenizer, data.text, 384)
+        result = perplexity(runner_for(ckpt), ids, window=256, stride=128)
+        assert result["tokens"] == 383 and 2 < result["perplexity"] < 500, (text, result)  # uniform would be 49152

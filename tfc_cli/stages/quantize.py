@@ -49,6 +49,9 @@ class QuantizeConfig:
     qat_batch_size: int = param(32, help="batch size of the fake-quantized fine-tuning (qat-int8)", min=1)
     bits: Literal[4, 8] = param(4, help="weight bits (weight-only)")
     group_size: Literal[16, 32, 64, 128, 256] = param(32, help="weights sharing one scale (weight-only)")
+    algorithm: Literal["rtn", "hqq"] = param(
+        "rtn", help="weight-only rounding: rtn (nearest level, integer kernels, fastest) or hqq (int4: scale and zero "
+        "fitted per group; more accurate, slower kernels)")
     compute: Literal["int8", "float"] = param(
         "int8", help="weight-only matmul arithmetic: int8 (activations quantized per group at run time; fastest) or "
         "float (weights dequantized; slower, no activation rounding)")
@@ -72,6 +75,8 @@ class Quantize(Stage):
             return problems
         if self.config.method == "weight-only" and self.config.backend != "onnxruntime":
             problems.append("weight-only runs on backend 'onnxruntime' (set backend: onnxruntime)")
+        if self.config.method == "weight-only" and self.config.algorithm == "hqq" and self.config.bits != 4:
+            problems.append("algorithm 'hqq' quantizes to 4 bits only (set bits: 4, or algorithm: rtn)")
         if self.config.method in ("static-int8", "qat-int8") and self.config.backend != "onnxruntime":
             problems.append(f"{self.config.method} runs on backend 'onnxruntime' (set backend: onnxruntime)")
         if self.config.method == "qat-int8" and info.model_type not in ADAPTERS:
@@ -83,7 +88,7 @@ class Quantize(Stage):
     def plan(self, info) -> str:
         c = self.config
         if c.method == "weight-only":
-            return (f"weight-only int{c.bits} on onnxruntime: export the decoder with its KV cache, then store every "
+            return (f"weight-only int{c.bits} ({c.algorithm}) on onnxruntime: export the decoder with its KV cache, then store every "
                     f"Linear weight (LM head included) and the embeddings in int{c.bits} with one scale per {c.group_size} "
                     f"weights; about {32 / (c.bits + 32 / c.group_size):.1f}x smaller weights")
         if c.method == "qat-int8":
@@ -143,10 +148,11 @@ class Quantize(Stage):
     def _weight_only(self, state) -> StageResult:
         c = self.config
         state.onnx, record = weight_only_quantize(export_decoder_onnx(state.model, state.tokenizer), c.bits, c.group_size,
-                                                  integer_compute=c.compute == "int8")
+                                                  c.algorithm, integer_compute=c.compute == "int8")
         state.model = None  # the ONNX graph is now the model
+        zero = "a float zero point" if c.algorithm == "hqq" else "symmetric"
         changes = {"method": "weight-only", "backend": "onnxruntime", "bits": c.bits, "group_size": c.group_size,
-                   "weights": f"int{c.bits} symmetric, one scale per {c.group_size}", "compute": c.compute,
+                   "weights": f"int{c.bits}, one scale per {c.group_size} weights, {zero}", "compute": c.compute,
                    "activations": "float" + (" (int8 per group inside each matmul)" if c.compute == "int8" else "")} | record
         return StageResult(state, summary=record, changes={"quantization": changes})
 
