@@ -110,17 +110,19 @@ def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama):
     assert greedy_tokens(ort, ids[:, :5], 6) == greedy_tokens(torch_runner, ids[:, :5], 6)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_weight_only_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, bits):
-    recipe = lm_recipe(tmp_path, tiny_llama, tiny_text, f"- {{type: quantize, method: weight-only, bits: {bits}, group_size: 16}}",
-                       extra="gates: {max_perplexity_increase: 0.5, max_size_ratio: 10}\n", name=f"int{bits}")
+@pytest.mark.parametrize("bits, algorithm", [(4, "rtn"), (8, "rtn"), (4, "hqq")])
+def test_weight_only_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, bits, algorithm):
+    stage = f"- {{type: quantize, method: weight-only, bits: {bits}, group_size: 16, algorithm: {algorithm}}}"
+    recipe = lm_recipe(tmp_path, tiny_llama, tiny_text, stage, name=f"int{bits}-{algorithm}",
+                       extra="gates: {max_perplexity_increase: 0.5, max_size_ratio: 10}\n")
     result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
     assert result.exit_code == 0, result.output
-    out = tmp_path / "out" / f"int{bits}"
+    out = tmp_path / "out" / f"int{bits}-{algorithm}"
     manifest = json.loads((out / "tfc.json").read_text())
     quant = manifest["changes"]["quantization"]
     assert manifest["task"] == "causal-lm" and manifest["runtime"] == "onnxruntime"
     assert quant["method"] == "weight-only" and quant["bits"] == bits and quant["group_size"] == 16
+    assert quant["algorithm"] == algorithm
     assert quant["linear"] == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the LM head
     assert quant["embeddings"] == ("int4 groups" if bits == 4 else "int8 per row")
     report = json.loads((out / "report.json").read_text())
@@ -176,6 +178,7 @@ def test_weight_only_int4_shrinks_real_linear_weights(tmp_path):
     ("- {type: cofi, target_sparsity: 0.5}", "stage 'cofi' does not apply to task 'causal-lm'"),
     ("- {type: quantize, method: weight-only, backend: torch}", "weight-only runs on backend 'onnxruntime'"),
     ("- {type: quantize, method: weight-only, group_size: 48}", "group_size"),
+    ("- {type: quantize, method: weight-only, bits: 8, algorithm: hqq}", "algorithm 'hqq' quantizes to 4 bits only"),
 ])
 def test_what_does_not_apply_to_a_causal_lm_is_refused_before_loading(tmp_path, tiny_llama, tiny_text, stages, message):
     result = runner.invoke(app, ["validate", str(lm_recipe(tmp_path, tiny_llama, tiny_text, stages))])

@@ -153,3 +153,55 @@ def test_qat_int8_recipe_end_to_end(make_recipe, tmp_path):
     assert manifest["changes"]["quantization"]["method"] == "qat-int8" and manifest["changes"]["quantization"]["format"] == "QDQ"
     report = json.loads((tmp_path / "out" / "qat" / "report.json").read_text())
     assert abs(report["comparison"]["metric_delta"]) <= 0.05
+
+
+def test_smoothquant_keeps_float_logits_and_tames_outliers(tiny_classifier):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tfc_cli.arch import adapter_for
+    from tfc_cli.quant.smoothquant import SmoothedLinear, activation_maxima, smooth
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
+    with torch.no_grad():  # one input channel of the FFN down-projection carries a 50x outlier, as GELU tails do
+        model.bert.encoder.layer[0].intermediate.dense.weight[5] *= 50
+    batch = {k: v.numpy() for k, v in tokenizer(["the film was good", "a plot is very dull"], padding="max_length",
+                                                  max_length=12, return_tensors="pt").items()}
+    with torch.no_grad():
+        before = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+    down = model.bert.encoder.layer[0].output.dense
+    spread_before = activation_maxima(model, [down], [batch])[0]
+    record = smooth(model, adapter_for(model).layers(), [batch], alpha=0.5)
+    with torch.no_grad():
+        after = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+    assert record["smoothed_linear"] == 2 * 6 and isinstance(model.bert.encoder.layer[0].output.dense, SmoothedLinear)
+    smoothed = model.bert.encoder.layer[0].output.dense
+    seen = {}
+    handle = smoothed.linear.register_forward_pre_hook(lambda _m, args: seen.setdefault("x", args[0].abs().amax(dim=(0, 1))))
+    with torch.no_grad():
+        model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+    handle.remove()
+    ratio = lambda m: float(m.max() / m.median())  # noqa: E731
+    assert ratio(seen["x"]) < ratio(spread_before) / 2  # alpha 0.5: about the square root of the outlier ratio
+
+
+def test_smoothquant_static_int8_recipe_and_validation(make_recipe, tmp_path):
+    recipe = make_recipe("""
+      - {type: finetune, epochs: 3, learning_rate: 3.0e-3, batch_size: 16}
+      - {type: quantize, method: static-int8, calibration_samples: 64, smoothquant: 0.5}
+    """, name="smooth")
+    result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / "smooth"
+    quant = json.loads((out / "tfc.json").read_text())["changes"]["quantization"]
+    assert quant["smoothquant"]["alpha"] == 0.5 and quant["smoothquant"]["smoothed_linear"] == 12
+    report = json.loads((out / "report.json").read_text())
+    assert abs(report["comparison"]["metric_delta"]) <= 0.05
+    bad = make_recipe("""
+      - {type: finetune, epochs: 1}
+      - {type: quantize, method: dynamic-int8, smoothquant: 0.5}
+    """, name="bad")
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2 and "smoothquant applies before static activation scales" in result.output

@@ -7,16 +7,20 @@ import logging
 import warnings
 
 
+# torch.export reports every shape it specialises, transformers' exporter that it is experimental: not for users.
+_LOGGERS = ("", "torch.onnx", "torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes", "transformers")
+
+
 @contextlib.contextmanager
 def library_noise_silenced():
-    root, onnx_log = logging.getLogger(), logging.getLogger("torch.onnx")
-    levels = root.level, onnx_log.level
-    root.setLevel(logging.ERROR)
-    onnx_log.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in _LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        root.setLevel(levels[0])
-        onnx_log.setLevel(levels[1])
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)

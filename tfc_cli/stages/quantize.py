@@ -7,6 +7,7 @@
   (a seeded sample), QDQ format; no per-call range computation.
 - `qat-int8` (onnxruntime): fine-tune with the encoder's Linear layers fake-quantized (quant/qat.py), then
   convert with static-int8.
+- `smoothquant: ALPHA` with either: activation outliers moved into the weights first (quant/smoothquant.py).
 - `weight-only` (onnxruntime, causal LMs): `bits` 4 or 8 in groups of `group_size`, activations float; the
   decoder is exported with its KV cache and its weights quantized (see quant/weight_only.py).
 With `max_accuracy_drop` (onnxruntime), nodes that cost the most accuracy stay in float until the validation
@@ -26,6 +27,7 @@ from ..onnx_export import export_decoder_onnx, export_onnx, input_names
 from ..quant.accuracy_guard import guarded_quantize
 from ..quant.onnx_int8 import OnnxInt8, calibration_batches, has_vnni
 from ..quant.qat import insert_fake_quant, remove_fake_quant
+from ..quant.smoothquant import smooth
 from ..quant.torch_int8 import quantize_modules
 from ..quant.weight_only import weight_only_quantize
 from ..runners import OrtRunner
@@ -55,6 +57,9 @@ class QuantizeConfig:
     compute: Literal["int8", "float"] = param(
         "int8", help="weight-only matmul arithmetic: int8 (activations quantized per group at run time; fastest) or "
         "float (weights dequantized; slower, no activation rounding)")
+    smoothquant: Optional[float] = param(
+        None, help="SmoothQuant alpha (0-1, typically 0.5): move activation outliers into the weights before static "
+        "INT8 (static-int8, qat-int8)", min=0, max=1)
     max_accuracy_drop: Optional[float] = param(
         None, help="leave the most harmful nodes in float until validation accuracy is within this of float "
         "(onnxruntime)", min=0)
@@ -81,6 +86,12 @@ class Quantize(Stage):
             problems.append(f"{self.config.method} runs on backend 'onnxruntime' (set backend: onnxruntime)")
         if self.config.method == "qat-int8" and info.model_type not in ADAPTERS:
             problems.append(f"qat-int8 does not know model type '{info.model_type}' (known: {', '.join(sorted(ADAPTERS))})")
+        if self.config.smoothquant is not None:
+            if self.config.method not in ("static-int8", "qat-int8"):
+                problems.append("smoothquant applies before static activation scales (method: static-int8 or qat-int8)")
+            elif info.model_type not in ADAPTERS:
+                problems.append(f"smoothquant does not know model type '{info.model_type}' "
+                                f"(known: {', '.join(sorted(ADAPTERS))})")
         if self.config.max_accuracy_drop is not None and self.config.backend != "onnxruntime":
             problems.append("max_accuracy_drop needs backend 'onnxruntime'")
         return problems
@@ -95,7 +106,8 @@ class Quantize(Stage):
             return (f"qat-int8 on onnxruntime: fine-tune {c.qat_epochs} epoch(s) at lr {c.qat_learning_rate:g} with "
                     f"fake-quantized Linear layers, then static INT8 calibrated on {c.calibration_samples} examples")
         if c.method == "static-int8":
-            return (f"static-int8 on onnxruntime: export to ONNX, calibrate activation ranges ({c.calibration}) on "
+            smooth_note = f"SmoothQuant (alpha {c.smoothquant}) on the encoder's Linear layers, then " if c.smoothquant is not None else ""
+            return (f"static-int8 on onnxruntime: {smooth_note}export to ONNX, calibrate activation ranges ({c.calibration}) on "
                     f"{c.calibration_samples} training examples, then quantize every MatMul and Gather (QDQ, weights "
                     f"{'per channel' if c.per_channel else 'per tensor'}); weights about 4x smaller")
         where = ("export to ONNX, then quantize MatMul and Gather (embedding) weights" if c.backend == "onnxruntime"
@@ -128,6 +140,9 @@ class Quantize(Stage):
             changes |= {"activations": f"uint8 static ({c.calibration} calibration on {len(rows)} training examples)",
                         "format": "QDQ"}
             summary["calibration_samples"] = len(rows)
+            if c.smoothquant is not None:
+                changes["smoothquant"] = smooth(state.model, adapter_for(state.model).layers(), batches, c.smoothquant)
+                summary["smoothquant"] = changes["smoothquant"]
         else:
             changes["activations"] = "uint8 dynamic"
         method = "dynamic-int8" if c.method == "dynamic-int8" else "static-int8"  # QAT converts with static scales
