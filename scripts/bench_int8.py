@@ -7,6 +7,7 @@
 Prints a Markdown table for docs/BENCHMARKS.md.
 
     python scripts/bench_int8.py [--repeats 200] [--refit] [--methods dynamic-int8:onnxruntime,static-int8:onnxruntime]
+    (a method may carry stage options: static-int8:onnxruntime:smoothquant=0.5+calibration=percentile)
 """
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ def tfc(*args: str, capture: bool = False) -> str:
     return done.stdout if capture else ""
 
 
-def quantize_recipe(folder: Path, method: str, backend: str, repeats: int) -> Path:
-    name = f"rt-minilm-{method}-{backend}"
+def quantize_recipe(folder: Path, method: str, backend: str, repeats: int, extra: str = "") -> Path:
+    """`extra`: more stage parameters as `key=value` joined by `+`, e.g. `smoothquant=0.5+calibration=percentile`."""
+    options = "".join(f", {kv.replace('=', ': ')}" for kv in extra.split("+") if kv)
+    name = f"rt-minilm-{method}-{backend}" + "".join(f"-{kv.replace('=', '')}" for kv in extra.split("+") if kv)
     path = folder / f"{name}.yaml"
     path.write_text(f"""name: {name}
 model: {FINETUNED}
 task: {{type: text-classification, dataset: "demo:rotten-tomatoes", max_length: 64}}
 stages:
-  - {{type: quantize, method: {method}, backend: {backend}}}
+  - {{type: quantize, method: {method}, backend: {backend}{options}}}
 bench: {{batch_size: 1, seq_len: 64, warmup: 20, repeats: {repeats}}}
 output: {folder / name}
 """)
@@ -60,15 +63,15 @@ def main() -> None:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         for pair in args.methods.split(","):
-            method, backend = pair.split(":")
-            recipe = quantize_recipe(Path(tmp), method, backend, args.repeats)
+            method, backend, *extra = pair.split(":")
+            recipe = quantize_recipe(Path(tmp), method, backend, args.repeats, extra[0] if extra else "")
             tfc("compress", str(recipe), "--quiet")
             out = Path(tmp) / recipe.stem
             r = json.loads((out / "report.json").read_text())
             b32 = json.loads(tfc("bench", str(out), "--baseline", str(FINETUNED), "--batch-size", "32", "--seq-len", "64",
                                  "--warmup", "5", "--repeats", str(max(10, args.repeats // 4)), "--json", capture=True))
             b, c, cmp_ = r["models"]["baseline"], r["models"]["compressed"], r["comparison"]
-            rows.append(f"| {method} | {backend} | {b['metrics']['accuracy']:.4f} | {c['metrics']['accuracy']:.4f} | "
+            rows.append(f"| {method}{' ' + extra[0] if extra else ''} | {backend} | {b['metrics']['accuracy']:.4f} | {c['metrics']['accuracy']:.4f} | "
                         f"{-cmp_['metric_delta'] * 100:.2f} | {b['size']['bytes_on_disk'] / 1e6:.1f} MB -> "
                         f"{c['size']['bytes_on_disk'] / 1e6:.1f} MB | {cmp_['size_ratio']:.3f} | "
                         f"{b['latency']['p50_ms']:.2f} -> {c['latency']['p50_ms']:.2f} ms | {cmp_['speedup']:.2f}x | "

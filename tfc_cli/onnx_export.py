@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .errors import TfcError
 from .quiet import library_noise_silenced
 
 
@@ -24,12 +25,13 @@ def export_onnx(model: torch.nn.Module, tokenizer, example_len: int = 16) -> byt
     return program.model_proto.SerializeToString()
 
 
-def export_decoder_onnx(model: torch.nn.Module, tokenizer) -> bytes:
+def export_decoder_onnx(model: torch.nn.Module, tokenizer, ort_fusions: bool = False) -> bytes:
     """ONNX bytes of a causal LM as one graph with a KV cache (transformers' exporter, torch.export-based).
 
     Inputs input_ids [1, T], position_ids [1, T] and each layer's past keys/values [1, kv_heads, P, head_dim];
     outputs logits [1, T, vocab] and the present keys/values (P + T). With P = 0 the graph is a prefill, so one
-    graph serves perplexity, prefill and decode.
+    graph serves perplexity, prefill and decode. `ort_fusions`: rewrite attention, rotary embeddings and norms into
+    ONNX Runtime's fused CPU operators.
     """
     import onnx_ir
     from transformers.exporters.configs import OnnxConfig
@@ -37,9 +39,14 @@ def export_decoder_onnx(model: torch.nn.Module, tokenizer) -> bytes:
     from transformers.exporters.utils import decompose_prefill_decode
 
     ids = tokenizer("tfc export example text", return_tensors="pt")["input_ids"]
-    with library_noise_silenced():
-        stages = decompose_prefill_decode(model.eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
-                                          multi_token_decode=True)
-        decoder, inputs = stages["decode"]
-        exported = OnnxExporter().export(decoder, inputs, OnnxConfig(dynamic=True))
+    config = OnnxConfig(dynamic=True, ort_fusions="cpu" if ort_fusions else None)
+    try:
+        with library_noise_silenced():
+            stages = decompose_prefill_decode(model.eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                                              multi_token_decode=True)
+            decoder, inputs = stages["decode"]
+            exported = OnnxExporter().export(decoder, inputs, config)
+    except Exception as err:  # the exporter raises many kinds; the user needs the model and the first line
+        raise TfcError(f"could not export {type(model).__name__} to ONNX with its KV cache: "
+                       f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
     return onnx_ir.serde.serialize_model(exported.components["model"].program).SerializeToString()

@@ -99,9 +99,10 @@ class Quantize(Stage):
     def plan(self, info) -> str:
         c = self.config
         if c.method == "weight-only":
-            return (f"weight-only int{c.bits} ({c.algorithm}) on onnxruntime: export the decoder with its KV cache, then store every "
-                    f"Linear weight (LM head included) and the embeddings in int{c.bits} with one scale per {c.group_size} "
-                    f"weights; about {32 / (c.bits + 32 / c.group_size):.1f}x smaller weights")
+            per_weight = c.bits + 32 / c.group_size * (2 if c.algorithm == "hqq" else 1)  # fp32 scale (+ zero point)
+            return (f"weight-only int{c.bits} ({c.algorithm}) on onnxruntime: export the decoder with its KV cache, then "
+                    f"store every Linear weight (LM head included) and the embeddings in int{c.bits}, one scale per "
+                    f"{c.group_size} weights: about {per_weight:.2f} bits per weight instead of 32")
         if c.method == "qat-int8":
             return (f"qat-int8 on onnxruntime: fine-tune {c.qat_epochs} epoch(s) at lr {c.qat_learning_rate:g} with "
                     f"fake-quantized Linear layers, then static INT8 calibrated on {c.calibration_samples} examples")
