@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=64)
     args = parser.parse_args()
     ckpt = open_model("demo:smollm2-135m")
-    plain = export_decoder_onnx(ckpt.model, ckpt.tokenizer)
+    plain = export_decoder_onnx(ckpt.model, ckpt.tokenizer, ort_fusions=False)
     fused = export_decoder_onnx(ckpt.model, ckpt.tokenizer, ort_fusions=True)
     graphs = {"fp32 plain": plain, "fp32 fused": fused, "int4 plain": weight_only_quantize(plain, 4, 32)[0],
               "int4 fused": weight_only_quantize(fused, 4, 32)[0]}

@@ -50,6 +50,8 @@ def fused(model: bytes, config) -> tuple[bytes, dict]:
 
     optimized = optimize_model(onnx.load_from_string(model), model_type="bert", num_heads=config.num_attention_heads,
                                hidden_size=config.hidden_size, opt_level=0)
+    if not any(o.domain == "com.microsoft" for o in optimized.model.opset_import):  # the fused ops live there
+        optimized.model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     counts = collections.Counter(n.op_type for n in optimized.model.graph.node)
     wanted = ("Attention", "SkipLayerNormalization", "LayerNormalization", "BiasGelu", "FastGelu", "Gelu",
               "EmbedLayerNormalization")

@@ -91,7 +91,8 @@ def test_perplexity_matches_a_direct_computation(tiny_llama):
     assert strided["tokens"] == 39 and strided["perplexity"] != pytest.approx(result["perplexity"], rel=1e-6)
 
 
-def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama):
+@pytest.mark.parametrize("ort_fusions", [False, True])
+def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama, ort_fusions):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tfc_cli.lm.runners import OrtLmRunner, TorchLmRunner, greedy_tokens
@@ -99,7 +100,12 @@ def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
-    ort, torch_runner = OrtLmRunner(export_decoder_onnx(model, tokenizer), model.config), TorchLmRunner(model)
+    graph = export_decoder_onnx(model, tokenizer, ort_fusions=ort_fusions)
+    if ort_fusions:
+        import onnx
+
+        assert "GroupQueryAttention" in {n.op_type for n in onnx.load_from_string(graph).graph.node}
+    ort, torch_runner = OrtLmRunner(graph, model.config), TorchLmRunner(model)
     ids = np.random.RandomState(1).randint(5, 99, size=(1, 20))
     np.testing.assert_allclose(ort({"input_ids": ids}), torch_runner({"input_ids": ids}), atol=1e-4)
     # a prefill of 12 then 8 single-token steps through the cache gives the same last logits as the whole sequence
@@ -123,7 +129,8 @@ def test_weight_only_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, bits, al
     assert manifest["task"] == "causal-lm" and manifest["runtime"] == "onnxruntime"
     assert quant["method"] == "weight-only" and quant["bits"] == bits and quant["group_size"] == 16
     assert quant["algorithm"] == algorithm
-    assert quant["linear"] == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the LM head
+    # per layer: fused q|k|v, o, fused gate|up, down; and the LM head. Attention runs inside GroupQueryAttention.
+    assert quant["linear"] == 2 * 4 + 1 and quant["float_matmuls_left"] == 0
     assert quant["embeddings"] == ("int4 groups" if bits == 4 else "int8 per row")
     report = json.loads((out / "report.json").read_text())
     b, c = report["models"]["baseline"], report["models"]["compressed"]

@@ -25,13 +25,16 @@ def export_onnx(model: torch.nn.Module, tokenizer, example_len: int = 16) -> byt
     return program.model_proto.SerializeToString()
 
 
-def export_decoder_onnx(model: torch.nn.Module, tokenizer, ort_fusions: bool = False) -> bytes:
+def export_decoder_onnx(model: torch.nn.Module, tokenizer, ort_fusions: bool = True) -> bytes:
     """ONNX bytes of a causal LM as one graph with a KV cache (transformers' exporter, torch.export-based).
 
     Inputs input_ids [1, T], position_ids [1, T] and each layer's past keys/values [1, kv_heads, P, head_dim];
     outputs logits [1, T, vocab] and the present keys/values (P + T). With P = 0 the graph is a prefill, so one
-    graph serves perplexity, prefill and decode. `ort_fusions`: rewrite attention, rotary embeddings and norms into
-    ONNX Runtime's fused CPU operators.
+    graph serves perplexity, prefill and decode.
+
+    `ort_fusions` (default on) rewrites attention, rotary embeddings and norms into ONNX Runtime's fused CPU
+    operators (GroupQueryAttention, RotaryEmbedding, SkipSimplifiedLayerNormalization). Measured on SmolLM2-135M
+    (scripts/bench_decoder_fusions.py): decode 1.21x faster in fp32 and 1.13x in int4, logits within 1.2e-4.
     """
     import onnx_ir
     from transformers.exporters.configs import OnnxConfig
