@@ -55,8 +55,8 @@ class QuantizeConfig:
         "rtn", help="weight-only rounding: rtn (nearest level, integer kernels, fastest) or hqq (int4: scale and zero "
         "fitted per group; more accurate, slower kernels)")
     compute: Literal["int8", "float"] = param(
-        "int8", help="weight-only matmul arithmetic: int8 (activations quantized per group at run time; fastest) or "
-        "float (weights dequantized; slower, no activation rounding)")
+        "int8", help="weight-only rtn matmul arithmetic: int8 (activations quantized per group at run time; fastest) "
+        "or float (weights dequantized; slower, no activation rounding)")
     smoothquant: Optional[float] = param(
         None, help="SmoothQuant alpha (0-1, typically 0.5): move activation outliers into the weights before static "
         "INT8 (static-int8, qat-int8)", min=0, max=1)
@@ -68,7 +68,8 @@ class QuantizeConfig:
 class Quantize(Stage):
     type = "quantize"
     Config = QuantizeConfig
-    help = "Post-training INT8 quantization of Linear/MatMul (and embedding) weights; dynamic or static activations."
+    help = ("Post-training quantization: INT8 (dynamic, static, QAT) of a classifier's Linear and embedding weights; "
+            "weight-only int4/int8 for causal LMs.")
     final = True
     tasks = ("text-classification", "causal-lm")
 
@@ -82,6 +83,8 @@ class Quantize(Stage):
             problems.append("weight-only runs on backend 'onnxruntime' (set backend: onnxruntime)")
         if self.config.method == "weight-only" and self.config.algorithm == "hqq" and self.config.bits != 4:
             problems.append("algorithm 'hqq' quantizes to 4 bits only (set bits: 4, or algorithm: rtn)")
+        if self.config.method == "weight-only" and self.config.max_accuracy_drop is not None:
+            problems.append("max_accuracy_drop guards classification accuracy; it does not apply to weight-only")
         if self.config.method in ("static-int8", "qat-int8") and self.config.backend != "onnxruntime":
             problems.append(f"{self.config.method} runs on backend 'onnxruntime' (set backend: onnxruntime)")
         if self.config.method == "qat-int8" and info.model_type not in ADAPTERS:
