@@ -140,6 +140,10 @@ def test_weight_only_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, bits, al
     assert c["latency"]["decode"]["tokens_per_s"] > 0 and c["latency"]["prefill"]["p50_ms"] > 0
     assert {g["name"] for g in report["gates"]} == {"max_perplexity_increase", "max_size_ratio"}
     assert "perplexity" in (out / "report.md").read_text()
+    md = tmp_path / "compare.md"
+    result = runner.invoke(app, ["report", "compare", str(out), "--markdown", str(md), "--html", str(tmp_path / "c.html")])
+    assert result.exit_code == 0, result.output
+    assert f"ppl {b['metrics']['perplexity']:.2f} -> {c['metrics']['perplexity']:.2f}" in md.read_text()
     # the saved model evaluates again through `tfc eval`, with the same perplexity
     result = runner.invoke(app, ["eval", str(out), "--dataset", str(tiny_text), "--max-length", "32", "--json", "--quiet"])
     assert result.exit_code == 0, result.output
@@ -159,15 +163,19 @@ def test_weight_only_int4_shrinks_real_linear_weights(tmp_path):
     graph = helper.make_graph(
         [helper.make_node("Gather", ["table", "ids"], ["h"]), helper.make_node("MatMul", ["h", "w"], ["y"]),
          helper.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
-         helper.make_node("MatMul", ["h", "table_t"], ["logits"])], "g",
+         helper.make_node("MatMul", ["h", "table_t"], ["logits"]),
+         # the same tied head as ORT's fusions write it
+         helper.make_node("FusedMatMul", ["h", "table"], ["logits_fused"], domain="com.microsoft", transB=1)], "g",
         [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, "t"])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, "t", 512]),
-         helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, "t", 1000])],
+         helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, "t", 1000]),
+         helper.make_tensor_value_info("logits_fused", onnx.TensorProto.FLOAT, [1, "t", 1000])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(table, "table")])
-    fp32 = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    fp32 = helper.make_model(graph, opset_imports=opsets).SerializeToString()
     int4, record = weight_only_quantize(fp32, bits=4, group_size=32)
-    assert record["folded_transposes"] == 1 and record["linear"] == 2 and record["float_matmuls_left"] == 0
-    assert len(fp32) / len(int4) >= 3
+    assert record["folded_transposes"] == 2 and record["linear"] == 3 and record["float_matmuls_left"] == 0
+    assert len(fp32) / len(int4) >= 3  # the transposed table is stored once for both heads
     int8, record8 = weight_only_quantize(fp32, bits=8, group_size=32)
     assert record8["embeddings"] == "int8 per row" and len(fp32) / len(int8) >= 1.8
     import onnxruntime as ort

@@ -13,8 +13,8 @@ one 576x1536 SmolLM2 matmul, medians): fp32 55 us; MatMulNBits int4 32 us and in
   SmolLM2-135M, Hamlet: perplexity +8.6% vs +38% for RTN, decode 6.5x slower than fp32 vs 2.1x faster).
 - Token embeddings (Gather): int4 in groups (GatherBlockQuantized) for bits 4. ORT's quantizer does Gather at 4 bits
   only, so for bits 8 tfc stores the table int8 with one scale per row and dequantizes the gathered rows.
-- A tied LM head reads the embedding through a Transpose; that Transpose is folded into a constant first, or the
-  head (a fifth of SmolLM2's weights) would stay fp32.
+- A tied LM head reads the embedding transposed (a Transpose, or after ORT's fusions a FusedMatMul with transB);
+  that is folded into a transposed constant first, or the head (a fifth of SmolLM2's weights) would stay fp32.
 """
 from __future__ import annotations
 
@@ -25,27 +25,44 @@ from onnx import helper, numpy_helper
 from ..quiet import library_noise_silenced
 
 
+def _attrs(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _transposed_weight(node, producer: dict, inits: dict) -> str | None:
+    """The constant W when `node` computes x @ W^T: MatMul(x, Transpose(W)), or ORT's FusedMatMul(x, W, transB=1)
+    (what ORT's fusions make of the former)."""
+    if node.op_type == "MatMul":
+        source = producer.get(node.input[1])
+        if source is not None and source.op_type == "Transpose" and source.input[0] in inits \
+                and _attrs(source).get("perm", [1, 0]) == [1, 0]:
+            return source.input[0]
+    if node.op_type == "FusedMatMul" and node.input[1] in inits:
+        attrs = _attrs(node)
+        plain = not attrs.get("transA") and not attrs.get("transBatchA") and not attrs.get("transBatchB")
+        if attrs.get("transB") == 1 and plain and attrs.get("alpha", 1.0) == 1.0:
+            return node.input[1]
+    return None
+
+
 def fold_weight_transposes(model: onnx.ModelProto) -> int:
-    """MatMul(x, Transpose(W)) with W a constant -> MatMul(x, W^T as a new constant). Returns how many."""
+    """x @ W^T with W a constant (a tied LM head reading the embedding table) -> MatMul(x, W^T stored as a new
+    constant), which the weight quantizer can take. Returns how many were folded."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
     folded = 0
     for node in graph.node:
-        if node.op_type != "MatMul":
+        source = _transposed_weight(node, producer, inits)
+        if source is None or len(inits[source].dims) != 2:
             continue
-        source = producer.get(node.input[1])
-        if source is None or source.op_type != "Transpose" or source.input[0] not in inits:
-            continue
-        perm = next((list(a.ints) for a in source.attribute if a.name == "perm"), None)
-        weight = numpy_helper.to_array(inits[source.input[0]])
-        if weight.ndim != 2 or perm not in (None, [1, 0]):
-            continue
-        name = f"{source.input[0]}_transposed"
+        name = f"{source}_transposed"
         if name not in inits:
+            weight = numpy_helper.to_array(inits[source])
             inits[name] = numpy_helper.from_array(np.ascontiguousarray(weight.T), name)
             graph.initializer.append(inits[name])
-        node.input[1] = name
+        node.op_type, node.domain, node.input[1] = "MatMul", "", name
+        del node.attribute[:]
         folded += 1
     used = {i for n in graph.node for i in n.input}
     keep = [n for n in graph.node if n.op_type != "Transpose" or any(o in used for o in n.output)]
