@@ -61,6 +61,15 @@ def lm_recipe(tmp_path: Path, model: Path, text: Path, stages: str, extra: str =
     return path
 
 
+def greedy_tokens(runner, prompt: np.ndarray, new_tokens: int) -> list[int]:
+    logits, cache = runner.prefill(prompt)
+    tokens = []
+    for _ in range(new_tokens):
+        tokens.append(int(np.argmax(logits)))
+        logits, cache = runner.step(tokens[-1], cache)
+    return tokens
+
+
 def test_strided_windows_score_every_token_once():
     from tfc_cli.lm.perplexity import window_starts
 
@@ -95,7 +104,7 @@ def test_perplexity_matches_a_direct_computation(tiny_llama):
 def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama, ort_fusions):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tfc_cli.lm.runners import OrtLmRunner, TorchLmRunner, greedy_tokens
+    from tfc_cli.lm.runners import OrtLmRunner, TorchLmRunner
     from tfc_cli.onnx_export import export_decoder_onnx
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()

@@ -141,6 +141,8 @@ def _check_order(specs: list[StageSpec], problems: list[Problem]) -> None:
 
 
 _TASK_GATES = {"max_accuracy_drop": "text-classification", "max_perplexity_increase": "causal-lm"}
+_NOT_FOR_TASK = {"text-classification": ("stride", "max_eval_tokens"),
+                 "causal-lm": ("text_pair", "max_train_samples", "max_eval_samples")}
 
 
 def _task_gate_problems(top: _Top, data) -> list[Problem]:
@@ -151,8 +153,7 @@ def _task_gate_problems(top: _Top, data) -> list[Problem]:
         if getattr(top.gates, gate) is not None and applies != task:
             problems.append(Problem(gates.line_of(gate), f"gate '{gate}' applies to task '{applies}', not '{task}'"))
     task_map = data["task"]
-    lm_only = ("stride", "max_eval_tokens")
-    for key in lm_only if task != "causal-lm" else ("text_pair", "max_train_samples"):
+    for key in _NOT_FOR_TASK[task]:
         if getattr(top.task, key) is not None:
             problems.append(Problem(task_map.line_of(key), f"task option '{key}' does not apply to task '{task}'"))
     if task == "causal-lm" and top.task.stride is not None and top.task.stride > top.task.max_length:

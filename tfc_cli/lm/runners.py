@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import TfcError
+
 
 class TorchLmRunner:
     runtime = "torch"
@@ -47,7 +49,7 @@ class OrtLmRunner:
         self.session = ort_session(onnx_model, threads)
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs[:2] != ["input_ids", "position_ids"]:
-            raise ValueError(f"not a tfc decoder graph (inputs {inputs[:3]}...)")
+            raise TfcError(f"not a decoder graph with a KV cache (inputs {', '.join(inputs[:3])}, ...)")
         self.past_names = inputs[2:]
         self.output_names = [o.name for o in self.session.get_outputs()]
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -81,12 +83,3 @@ def lm_runner_for(state, threads: int | None = None):
         return OrtLmRunner(state.onnx, state.config, threads)
     return TorchLmRunner(state.model)
 
-
-def greedy_tokens(runner, prompt: np.ndarray, new_tokens: int) -> list[int]:
-    """Greedy continuation of `prompt` ([1, T]): what `tfc` uses to check that two runners generate alike."""
-    logits, cache = runner.prefill(prompt)
-    tokens = []
-    for _ in range(new_tokens):
-        tokens.append(int(np.argmax(logits)))
-        logits, cache = runner.step(tokens[-1], cache)
-    return tokens
