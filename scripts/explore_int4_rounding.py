@@ -19,7 +19,7 @@ from tfc_cli.lm.data import load_text_data
 from tfc_cli.lm.perplexity import perplexity, text_token_ids
 from tfc_cli.lm.runners import OrtLmRunner
 from tfc_cli.onnx_export import export_decoder_onnx
-from tfc_cli.quant.weight_only import _drop_unused_initializers, fold_weight_transposes, weight_only_quantize
+from tfc_cli.quant.weight_only import drop_unused_initializers, fold_weight_transposes, weight_only_quantize
 from tfc_cli.quiet import library_noise_silenced
 from tfc_cli.recipe import TaskConfig
 
@@ -51,7 +51,7 @@ def quantized(fp32: bytes, passes) -> bytes:
             quantizer = make(model)
             quantizer.process()
         model = quantizer.model.model
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return model.SerializeToString()
 
 

@@ -74,7 +74,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _stats(times_s: list[float], batch_size: int) -> dict:
+def latency_stats(times_s: list[float], batch_size: int) -> dict:
     ms = np.asarray(times_s) * 1000
     p50 = float(np.percentile(ms, 50))
     return {"p50_ms": p50, "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean()),
@@ -100,7 +100,7 @@ def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Pro
                 runners[name](inputs)
                 times[name].append(time.perf_counter() - start)
                 advance()
-    return {name: _stats(times[name], protocol.batch_size) | {"protocol": asdict(protocol)} for name in names}
+    return {name: latency_stats(times[name], protocol.batch_size) | {"protocol": asdict(protocol)} for name in names}
 
 
 def weights_size(path: str | Path) -> dict:

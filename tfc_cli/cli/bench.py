@@ -30,6 +30,14 @@ def _rss_mb() -> float:
 RUNTIME_CHOICES = ("native", *RUNTIMES, "all")
 
 
+def _name_cell(key: str, row: dict, runtime: str) -> str:
+    return f"{key.split(':')[0]}: {row['source']}" if runtime == "all" else row["source"]
+
+
+def _size_cell(row: dict) -> str:
+    return f"{row['size']['bytes_on_disk'] / 1e6:.1f} MB" if "size" in row else "-"
+
+
 def _bench_lm(runners: dict, rows: dict, prompt, protocol, decode_tokens: int, baseline, runtime: str, as_json: bool):
     """Causal LMs: prefill latency and decode tokens/s, timed interleaved; speedups are decode tokens/s ratios."""
     timing = time_generation(runners, prompt, protocol, decode_tokens)
@@ -48,11 +56,8 @@ def _bench_lm(runners: dict, rows: dict, prompt, protocol, decode_tokens: int, b
               caption=f"prompt {protocol.seq_len} tokens + {decode_tokens} greedy tokens with KV cache, batch 1, "
               f"{protocol.threads} threads, {protocol.repeats} timed generations, interleaved")
     for key, r in rows.items():
-        size = r.get("size", {})
-        t.add_row(f"{key.split(':')[0]}: {r['source']}" if runtime == "all" else r["source"], r["runtime"],
-                  f"{r['latency']['prefill']['p50_ms']:.2f}", f"{tps[key]:.1f}",
-                  f"{r['latency']['decode']['ms_per_token_p95']:.2f}",
-                  f"{size.get('bytes_on_disk', 0) / 1e6:.1f} MB" if size else "-", f"{r['load_rss_mb']:.0f} MB")
+        t.add_row(_name_cell(key, r, runtime), r["runtime"], f"{r['latency']['prefill']['p50_ms']:.2f}", f"{tps[key]:.1f}",
+                  f"{r['latency']['decode']['ms_per_token_p95']:.2f}", _size_cell(r), f"{r['load_rss_mb']:.0f} MB")
     out.print(t)
     if "speedup" in result:
         out.print(f"decode speedup (ratio of tokens/s): [bold]{result['speedup']:.2f}x[/]")
@@ -94,17 +99,17 @@ def bench(
             raise UsageError("--baseline must be the same kind of model (both causal LMs, or both classifiers)")
         if is_causal_lm(ckpt.config) and batch_size != 1:
             raise UsageError("a causal LM is timed per sequence: --batch-size must be 1")
-        inputs = (prompt_ids(ckpt.tokenizer, " ".join(_TEXTS), seq_len) if is_causal_lm(ckpt.config)
+        inputs = ({"input_ids": prompt_ids(ckpt.tokenizer, " ".join(_TEXTS), seq_len)} if is_causal_lm(ckpt.config)
                   else bench_inputs(ckpt.tokenizer, _TEXTS, batch_size, seq_len))
         chosen = runtimes_for(ckpt) if runtime == "all" else [ckpt.runtime if runtime == "native" else runtime]
         for rt in chosen:
             key = name if runtime != "all" else f"{name}:{rt}"
             progress.info(f"preparing {spec} on {rt}")
             runners[key] = runner_on(ckpt, rt, protocol.threads)
-            runners[key](inputs if kinds != {True} else {"input_ids": inputs})  # compiles / builds the session first
+            runners[key](inputs)  # compiles / builds the session before anything is timed
             rows[key] = {"source": spec, "runtime": rt, "load_rss_mb": load_rss} | ({"size": size} if size else {})
     if kinds == {True}:
-        _bench_lm(runners, rows, inputs, protocol, decode_tokens, baseline, runtime, as_json)
+        _bench_lm(runners, rows, inputs["input_ids"], protocol, decode_tokens, baseline, runtime, as_json)
         return
     latency = time_interleaved(runners, inputs, protocol)
     for key in rows:
@@ -124,11 +129,9 @@ def bench(
     t = Table("", "runtime", "p50 ms", "p95 ms", "throughput/s", "weights", "stored values", "RSS on load",
               caption=f"batch {batch_size}, seq {seq_len}, {protocol.threads} threads, {warmup} warm-up + {repeats} timed, interleaved")
     for key, r in rows.items():
-        size = r.get("size", {})
-        t.add_row(f"{key.split(':')[0]}: {r['source']}" if runtime == "all" else r["source"], r["runtime"],
-                  f"{r['latency']['p50_ms']:.2f}", f"{r['latency']['p95_ms']:.2f}",
-                  f"{r['latency']['throughput_per_s']:.1f}", f"{size.get('bytes_on_disk', 0) / 1e6:.1f} MB" if size else "-",
-                  f"{size.get('params', 0) / 1e6:.2f} M" if size else "-", f"{r['load_rss_mb']:.0f} MB")
+        t.add_row(_name_cell(key, r, runtime), r["runtime"], f"{r['latency']['p50_ms']:.2f}", f"{r['latency']['p95_ms']:.2f}",
+                  f"{r['latency']['throughput_per_s']:.1f}", _size_cell(r),
+                  f"{r['size']['params'] / 1e6:.2f} M" if "size" in r else "-", f"{r['load_rss_mb']:.0f} MB")
     out.print(t)
     if "speedup" in result:
         out.print(f"speedup (ratio of p50): [bold]{result['speedup']:.2f}x[/]")

@@ -68,23 +68,21 @@ def eval_command(
     ckpt = open_model(model, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
     if is_causal_lm(ckpt.config):
         result = _perplexity(model, ckpt, task, stride, max_tokens)
-        if as_json:
-            out.print_json(json.dumps(result))
-            return
-        t = Table("model", "runtime", "text", "tokens scored", "window / stride", "perplexity")
-        t.add_row(model, result["runtime"], result["dataset"], str(result["tokens"]), f"{result['window']} / {result['stride']}",
-                  f"{result['perplexity']:.3f}")
-        out.print(t)
-        return
-    if task.type == "causal-lm":
+        headers = ("model", "runtime", "text", "tokens scored", "window / stride", "perplexity")
+        row = (model, result["runtime"], result["dataset"], str(result["tokens"]), f"{result['window']} / {result['stride']}",
+               f"{result['perplexity']:.3f}")
+    elif task.type == "causal-lm":
         raise UsageError(f"the recipe's task is causal-lm but {model} is not a causal LM")
-    data = load_task_data(task)
-    result = {"model": model, "dataset": data.source, "runtime": ckpt.runtime,
-              **evaluate(runner_for(ckpt), ckpt.tokenizer, data, task.max_length, label=model)}
+    else:
+        data = load_task_data(task)
+        result = {"model": model, "dataset": data.source, "runtime": ckpt.runtime,
+                  **evaluate(runner_for(ckpt), ckpt.tokenizer, data, task.max_length, label=model)}
+        headers = ("model", "runtime", "split", "samples", "accuracy", "macro F1")
+        row = (model, result["runtime"], result["split"], str(result["samples"]), f"{result['accuracy']:.4f}",
+               f"{result['macro_f1']:.4f}")
     if as_json:
         out.print_json(json.dumps(result))
         return
-    t = Table("model", "runtime", "split", "samples", "accuracy", "macro F1")
-    t.add_row(model, result["runtime"], result["split"], str(result["samples"]), f"{result['accuracy']:.4f}",
-              f"{result['macro_f1']:.4f}")
+    t = Table(*headers)
+    t.add_row(*row)
     out.print(t)

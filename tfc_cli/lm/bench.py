@@ -9,7 +9,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .. import progress
-from ..bench import Protocol, _stats
+from ..bench import Protocol, latency_stats
 
 
 def prompt_ids(tokenizer, text: str, seq_len: int) -> np.ndarray:
@@ -53,7 +53,7 @@ def time_generation(runners: dict, prompt: np.ndarray, protocol: Protocol, decod
     for name in names:
         per_token_ms = np.asarray(decode[name]) * 1000 / decode_tokens
         result[name] = {
-            "prefill": _stats(prefill[name], 1),
+            "prefill": latency_stats(prefill[name], 1),
             "decode": {"tokens_per_s": float(1000 / np.median(per_token_ms)), "ms_per_token_p50": float(np.median(per_token_ms)),
                        "ms_per_token_p95": float(np.percentile(per_token_ms, 95)), "tokens": decode_tokens},
             "protocol": asdict(protocol) | {"decode_tokens": decode_tokens},

@@ -101,7 +101,7 @@ def int8_embeddings(model: onnx.ModelProto) -> list[str]:
     return converted
 
 
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
     keep = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
@@ -139,7 +139,7 @@ def weight_only_quantize(onnx_model: bytes, bits: int, group_size: int, algorith
             quantizer = MatMulNBitsQuantizer(result, algo_config=config)
             quantizer.process()
         result = quantizer.model.model
-    _drop_unused_initializers(result)
+    drop_unused_initializers(result)
     ops_after = [n.op_type for n in result.graph.node]
     record = {"algorithm": algorithm, "linear": ops_after.count("MatMulNBits"), "float_matmuls_left": ops_after.count("MatMul"),
               "embeddings": "int4 groups" if "GatherBlockQuantized" in ops_after else
