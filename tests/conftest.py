@@ -32,6 +32,8 @@ def make_bert_folder(folder: Path, with_head: bool = False) -> Path:
     config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
     torch.manual_seed(0)
+    if with_head:  # labels named as the tiny data names them
+        config.id2label, config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
     model = BertForSequenceClassification(config) if with_head else BertModel(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

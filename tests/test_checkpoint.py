@@ -53,7 +53,7 @@ def test_int8_checkpoint_rebuilds_modules_from_manifest(state, tmp_path):
     folder = saved(state, tmp_path / "ckpt")
     manifest = json.loads((folder / "tfc.json").read_text())
     assert manifest["changes"]["quantization"]["modules"] == names
-    tensors = load_file(str(folder / "model.safetensors"))
+    tensors = load_file(str(folder / "model.tfc.safetensors"))
     assert tensors["bert.encoder.layer.0.attention.self.query.weight_int8"].dtype == torch.int8
     assert tensors["bert.embeddings.word_embeddings.weight_int8"].dtype == torch.int8
     assert verify_reload(state, folder, batch(state.tokenizer))[1] == 0.0
@@ -107,6 +107,7 @@ def test_atomic_output_replaces_only_on_success(tmp_path):
     final = tmp_path / "run"
     with atomic_output(final, overwrite=False) as tmp:
         (tmp / "a.txt").write_text("first")
+        (tmp / "tfc.json").write_text("{}")
     assert (final / "a.txt").read_text() == "first"
 
     with pytest.raises(RuntimeError):
@@ -119,12 +120,22 @@ def test_atomic_output_replaces_only_on_success(tmp_path):
     with atomic_output(final, overwrite=True) as tmp:
         (tmp / "b.txt").write_text("second")
     assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
+    (final / "tfc.json").write_text("{}")
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
 def test_non_empty_output_needs_overwrite(tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "x").write_text("x")
+    (tmp_path / "run" / "tfc.json").write_text("{}")
     with pytest.raises(UsageError, match="--overwrite"):
         with atomic_output(tmp_path / "run", overwrite=False):
             pass
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_tfc_result(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    with pytest.raises(UsageError, match="not a tfc result"):
+        with atomic_output(tmp_path / "mine", overwrite=True):
+            pass
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"

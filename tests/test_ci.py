@@ -87,7 +87,7 @@ def test_ci_exit_3_when_only_a_gate_fails(recipes):
 def test_ci_resume_reuses_unchanged_runs_and_redoes_changed_ones(recipes):
     folder, out, data = recipes
     assert run("ci", folder, "--only", "good").exit_code == 0
-    weights = out / "good" / "model.safetensors"
+    weights = out / "good" / "model.tfc.safetensors"
     first = weights.stat().st_mtime_ns
 
     again = run("ci", folder, "--only", "good", "--resume")

@@ -96,7 +96,8 @@ def test_bench_times_model_and_baseline_side_by_side(tiny_classifier):
 
 def test_missing_model_folder_is_one_clear_error(tmp_path):
     result = run("bench", tmp_path / "nowhere")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error: the path the user gave does not exist
+    assert "no such model folder" in result.output and "hub" not in result.output
     assert "Traceback" not in result.output
 
 

@@ -40,7 +40,7 @@ def test_compress_writes_verified_checkpoint_and_report(make_recipe, tmp_path, b
     result = run("compress", str(recipe), "--quiet")
     assert result.exit_code == 0, result.output
     out = tmp_path / "out" / f"tiny-{backend}"
-    weights = "model.onnx" if backend == "onnxruntime" else "model.safetensors"
+    weights = "model.onnx" if backend == "onnxruntime" else "model.tfc.safetensors"
     assert {weights, "config.json", "tfc.json", "report.json", "report.md", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert not list(out.parent.glob(".*tmp-*")), "temp folder left behind"
 
@@ -138,6 +138,7 @@ def test_crash_in_a_stage_leaves_previous_output_intact(make_recipe, tmp_path, m
     out = tmp_path / "out" / "tiny"
     out.mkdir(parents=True)
     (out / "old.txt").write_text("previous result")
+    (out / "tfc.json").write_text("{}")  # a previous tfc result: --overwrite may replace it
 
     def boom(self, state, ctx):
         raise RuntimeError("disk on fire")

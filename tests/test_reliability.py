@@ -43,7 +43,7 @@ def test_same_recipe_and_seed_give_byte_identical_weights(make_recipe, tmp_path)
     recipe = make_recipe(THREE_STAGES)
     assert compress(recipe, "-o", tmp_path / "a").exit_code == 0
     assert compress(recipe, "-o", tmp_path / "b").exit_code == 0
-    a, b = (tmp_path / x / "model.safetensors" for x in "ab")
+    a, b = (tmp_path / x / "model.tfc.safetensors" for x in "ab")
     assert a.read_bytes() == b.read_bytes()
 
 
@@ -68,7 +68,7 @@ def test_resume_after_a_failed_stage_equals_an_uninterrupted_run(make_recipe, tm
     resumed = runner.invoke(app, ["compress", str(recipe), "-o", str(tmp_path / "resumed"), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert "stages 1-1 reused" in resumed.output
-    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (tmp_path / "straight" / "model.safetensors").read_bytes()
+    assert (tmp_path / "resumed" / "model.tfc.safetensors").read_bytes() == (tmp_path / "straight" / "model.tfc.safetensors").read_bytes()
     assert not (tmp_path / ".resumed.work").exists()  # stage checkpoints go once the result is complete
 
 

@@ -15,11 +15,35 @@ from pathlib import Path
 from .errors import UsageError
 
 
-def check_output(final: Path, overwrite: bool) -> None:
+RESULT_MARKERS = ("tfc.json", "report.json")  # what makes a folder a tfc result that --overwrite may replace
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output(final: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output that would destroy something: an input (the model, a teacher, the data, the recipe), the
+    current folder, or a folder that is not a previous tfc result; `--overwrite` replaces only the latter."""
+    target = final.expanduser().resolve()
+    here = Path.cwd().resolve()
+    if _within(here, target):
+        raise UsageError(f"output {final} is the current folder or contains it; choose a new folder for the result")
+    for given in inputs:
+        source = given.expanduser().resolve()
+        if _within(source, target):
+            raise UsageError(f"output {final} is or contains an input of the run ({given}); replacing it would delete "
+                             "that input. Choose another output")
+        if source.is_dir() and _within(target, source):
+            raise UsageError(f"output {final} lies inside an input folder ({given}); choose an output outside it")
     if final.exists() and not final.is_dir():
         raise UsageError(f"output {final} exists and is not a folder")
-    if final.is_dir() and any(final.iterdir()) and not overwrite:
-        raise UsageError(f"output {final} is not empty; pass --overwrite to replace it")
+    if final.is_dir() and any(final.iterdir()):
+        if not any((final / m).is_file() for m in RESULT_MARKERS):
+            raise UsageError(f"output {final} is not empty and is not a tfc result (no {' or '.join(RESULT_MARKERS)}); "
+                             "tfc will not replace it, even with --overwrite. Choose another output")
+        if not overwrite:
+            raise UsageError(f"output {final} holds a previous result; pass --overwrite to replace it")
 
 
 def _alive(pid_file: Path) -> bool:
@@ -44,12 +68,12 @@ def recover_interrupted(final: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(final: Path, overwrite: bool):
+def atomic_output(final: Path, overwrite: bool, inputs: tuple[Path, ...] = ()):
     """Yield a temp folder beside `final`; on success it replaces `final` in one rename, on failure it is removed.
 
     The output path therefore holds either the previous result or the complete new one, never a mix.
     """
-    check_output(final, overwrite)
+    check_output(final, overwrite, inputs)
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))

@@ -78,7 +78,68 @@ def latency_stats(times_s: list[float], batch_size: int) -> dict:
     ms = np.asarray(times_s) * 1000
     p50 = float(np.percentile(ms, 50))
     return {"p50_ms": p50, "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean()),
-            "throughput_per_s": batch_size * 1000 / p50 if p50 > 0 else math.inf, "repeats": len(ms)}
+            "throughput_per_s": batch_size * 1000 / p50 if p50 > 0 else math.inf, "repeats": len(ms),
+            "times_ms": [round(float(t), 4) for t in ms]}
+
+
+def ratio_interval(slow_ms, fast_ms, seed: int = 0, draws: int = 2000) -> dict:
+    """The ratio of medians median(slow) / median(fast) with a 95% bootstrap interval.
+
+    Rounds are resampled in pairs (the models were timed interleaved, so round i of each saw the same machine);
+    per-round ratios give the spread a reader can check by eye. The interval is what gates are judged on: a single
+    ratio of medians said "374x faster" on a loaded machine where the rounds themselves disagreed by 100x."""
+    a, b = np.asarray(slow_ms, dtype=float), np.asarray(fast_ms, dtype=float)
+    rng = np.random.default_rng(seed)
+    n = min(len(a), len(b))
+    idx = rng.integers(0, n, size=(draws, n))
+    boots = np.median(a[:n][idx], axis=1) / np.median(b[:n][idx], axis=1)
+    rounds = a[:n] / b[:n]
+    return {"ratio": float(np.median(a) / np.median(b)), "low": float(np.percentile(boots, 2.5)),
+            "high": float(np.percentile(boots, 97.5)), "round_p25": float(np.percentile(rounds, 25)),
+            "round_p75": float(np.percentile(rounds, 75))}
+
+
+class MachineLoad:
+    """CPU time other processes used while the models were timed (in cores, averaged over the timing), and the
+    load average: a benchmark shares the machine with whatever else runs, and the report must say so."""
+
+    def __enter__(self) -> "MachineLoad":
+        import psutil
+
+        self._process = psutil.Process()
+        self._busy0, self._own0, self._t0 = self._busy(), self._own(), time.perf_counter()
+        self.result: dict = {}
+        return self
+
+    @staticmethod
+    def _busy() -> float:
+        import psutil
+
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    def _own(self) -> float:
+        t = self._process.cpu_times()
+        return t.user + t.system
+
+    def __exit__(self, *exc) -> None:
+        wall = max(time.perf_counter() - self._t0, 1e-9)
+        others = max(0.0, (self._busy() - self._busy0) - (self._own() - self._own0)) / wall
+        self.result = {"other_processes_cpu_cores": round(others, 3), "loadavg_1m": round(os.getloadavg()[0], 2),
+                       "logical_cores": os.cpu_count()}
+
+
+BUSY_CORES = 0.25  # other processes using more than a quarter of a core on average disturb a 2-core benchmark
+
+
+def disturbance(protocol: dict) -> str | None:
+    """Why a timing cannot be trusted as it stands, or None."""
+    others, threads = protocol.get("other_processes_cpu_cores"), protocol.get("threads") or 0
+    cores = protocol.get("logical_cores") or os.cpu_count() or 1
+    if others is not None and others > BUSY_CORES:
+        return (f"other processes used {others:.2f} CPU cores on average while the models were timed "
+                f"({threads} threads on {cores} logical cores)")
+    return None
 
 
 def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Protocol) -> dict[str, dict]:
@@ -92,7 +153,7 @@ def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Pro
         for _ in range(protocol.warmup):
             runners[name](inputs)
     times = {name: [] for name in names}
-    with progress.bar("benchmarking", protocol.repeats * len(names)) as advance:
+    with progress.bar("benchmarking", protocol.repeats * len(names)) as advance, MachineLoad() as load:
         for i in range(protocol.repeats):
             order = names if i % 2 == 0 else names[::-1]
             for name in order:
@@ -100,7 +161,8 @@ def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Pro
                 runners[name](inputs)
                 times[name].append(time.perf_counter() - start)
                 advance()
-    return {name: latency_stats(times[name], protocol.batch_size) | {"protocol": asdict(protocol)} for name in names}
+    return {name: latency_stats(times[name], protocol.batch_size) | {"protocol": asdict(protocol) | load.result}
+            for name in names}
 
 
 def weights_size(path: str | Path) -> dict:

@@ -5,6 +5,7 @@ modules the manifest describes and loads the weights strictly: a missing or unex
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,13 @@ from .trust import LoadPolicy, check_local_weights, load_tokenizer
 
 MANIFEST_SCHEMA = 1
 SAFETENSORS = "model.safetensors"
+# A torch model whose modules the plain transformers classes cannot build (pruned shapes, int8 layers) stores its
+# weights under this name: `from_pretrained` then refuses the folder ("no file named model.safetensors") instead of
+# loading it with every mismatched or missing tensor randomly initialised.
+TFC_SAFETENSORS = "model.tfc.safetensors"
 ONNX = "model.onnx"
+# config.json sizes that a pruned model no longer has; the manifest keeps the ones its modules are built from.
+_PRUNED_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads")
 
 
 @dataclass
@@ -36,23 +43,46 @@ class Checkpoint:
 
     @property
     def weights_path(self) -> Path:
-        return Path(self.onnx) if self.onnx else self.folder / SAFETENSORS
+        return Path(self.onnx) if self.onnx else self.folder / self.manifest.get("weights", SAFETENSORS)
+
+
+def _config_to_write(state) -> tuple[Any, dict]:
+    """(the config.json to write, the sizes the modules are built from when they differ from it).
+
+    A pruned model's config.json states its real sizes (hidden size, the largest layer's heads and FFN units) rather
+    than the original model's; per-layer sizes that differ are in tfc.json."""
+    pruning = state.changes.get("pruning")
+    if not pruning:
+        return state.config, {}
+    config = copy.deepcopy(state.config)
+    layers = pruning["layers"]
+    pruned = {"hidden_size": pruning["hidden_size"], "intermediate_size": max((la["ffn"] for la in layers), default=0),
+              "num_attention_heads": max((la["heads"] for la in layers), default=0)}
+    built = {k: getattr(config, k) for k in _PRUNED_SIZES if hasattr(config, k)}
+    for key in built:
+        setattr(config, key, pruned[key])
+    config.tfc_per_layer = {"heads": [la["heads"] for la in layers], "ffn_units": [la["ffn"] for la in layers],
+                            "head_dim": pruning.get("head_dim")}
+    return config, built
 
 
 def save(state, folder: Path, manifest: dict) -> None:
     """Write `state` into `folder` (which must exist and be empty)."""
     from safetensors.torch import save_model
 
-    state.config.save_pretrained(folder)
+    config, built = _config_to_write(state)
+    if state.onnx is None and state.changes:
+        config.tfc_load = f"structure changed by tfc: load with tfc_cli.load(folder); weights in {TFC_SAFETENSORS}"
+    config.save_pretrained(folder)
     state.tokenizer.save_pretrained(folder)
     if state.onnx is not None:
         (folder / ONNX).write_bytes(state.onnx)
         weights = ONNX
     else:
-        save_model(state.model, str(folder / SAFETENSORS), metadata={"format": "pt"})
-        weights = SAFETENSORS
+        weights = TFC_SAFETENSORS if state.changes else SAFETENSORS
+        save_model(state.model, str(folder / weights), metadata={"format": "pt"})
     full = {"schema_version": MANIFEST_SCHEMA, "weights": weights, "runtime": state.runtime,
-            "changes": state.changes} | manifest
+            "changes": state.changes} | ({"built_from_config": built} if built else {}) | manifest
     (folder / MANIFEST).write_text(json.dumps(full, indent=2, default=str))
 
 
@@ -128,6 +158,14 @@ def load(path: str | Path) -> Checkpoint:
         tokenizer = load_tokenizer(str(folder))
     except (OSError, ValueError) as err:
         raise TfcError(f"{folder}: {str(err).splitlines()[0]}") from None
+    built = manifest.get("built_from_config") or {}
+    if not isinstance(built, dict) or not all(k in _PRUNED_SIZES and isinstance(v, int) for k, v in built.items()):
+        raise TfcError(f"{folder / MANIFEST}: malformed 'built_from_config'")
+    for key, value in built.items():  # the sizes the pruned modules are rebuilt from (config.json has the pruned ones)
+        setattr(config, key, value)
+    for key in ("tfc_per_layer", "tfc_load"):
+        if hasattr(config, key):
+            delattr(config, key)
     if manifest.get("runtime") == "onnxruntime":
         onnx = folder / manifest.get("weights", ONNX)
         if not onnx.is_file():
@@ -158,6 +196,7 @@ def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPo
 
     from .model_info import model_info
     from .model_state import model_class, quiet_transformers
+    from .strict_load import from_pretrained_strictly
 
     info = model_info(spec, policy)
     if info.manifest is not None:
@@ -170,7 +209,7 @@ def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPo
     try:
         tokenizer = load_tokenizer(info.source, policy)
         config = AutoConfig.from_pretrained(info.source, **policy.config_kwargs())
-        model = model_class(config).from_pretrained(info.source, dtype="float32", **policy.weights_kwargs()).eval()
+        model = from_pretrained_strictly(model_class(config), info.source, dtype="float32", **policy.weights_kwargs()).eval()
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model '{spec}': {str(err).splitlines()[0]}") from None
     folder = Path(info.source) if Path(info.source).is_dir() else Path(".")

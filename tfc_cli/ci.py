@@ -7,20 +7,23 @@ crashed, else 3 if any gate failed, else 0.
 from __future__ import annotations
 
 import fnmatch
-import json
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Problem, RecipeError, TfcError, UsageError
+from .errors import Interrupted, Problem, RecipeError, TfcError, UsageError
 from .fingerprint import inputs_fingerprint
 from .pipeline import Prepared, prepare
+from .report import read_report
+from .signals import terminate_as_interrupt
 from .summary import RunSummary, status_of
 
-EXIT_BY_STATUS = {"passed": 0, "gates failed": 3, "crashed": 1}
+EXIT_BY_STATUS = {"passed": 0, "gates failed": 3, "gates inconclusive": 3, "crashed": 1}
 
 
 def discover(folder: Path, only: str | None = None) -> list[Path]:
@@ -40,14 +43,33 @@ class Invalid:
     message: str
 
 
-def validate_all(paths: list[Path]) -> tuple[list[Prepared], list[Invalid]]:
-    """Validate every recipe (no weights loaded); two recipes writing one output folder are invalid too."""
+def _previous_result_problem(prepared: Prepared, overwrite: bool, resume: bool) -> str | None:
+    """A previous result in the output is replaced only with --overwrite, or reused with --resume when its inputs
+    are unchanged: the same rule as `tfc compress`."""
+    if overwrite or not (prepared.output.is_dir() and any(prepared.output.iterdir())):
+        return None
+    if resume and _reusable(prepared):
+        return None
+    hint = "" if resume else ", or --resume to reuse it if its inputs are unchanged"
+    why = " computed from other inputs" if resume else ""
+    return f"output {prepared.output} holds a previous result{why}; pass --overwrite to replace it{hint}"
+
+
+def validate_all(paths: list[Path], overwrite: bool = False, resume: bool = False) -> tuple[list[Prepared], list[Invalid]]:
+    """Validate every recipe (no weights loaded); two recipes writing one output folder are invalid too, and so is an
+    output that holds a previous result when neither --overwrite nor a reusable --resume allows it."""
     valid, invalid = [], []
     for path in paths:
         try:
-            valid.append(prepare(path, overwrite=True))
+            prepared = prepare(path, overwrite=True)  # refuses inputs as outputs, and folders that are not results
         except TfcError as err:  # recipe errors, and models or assets that cannot be found
             invalid.append(Invalid(path, str(err)))
+            continue
+        problem = _previous_result_problem(prepared, overwrite, resume)
+        if problem:
+            invalid.append(Invalid(path, str(RecipeError(str(path), [Problem(prepared.recipe.lines.get("output"), problem)]))))
+        else:
+            valid.append(prepared)
     by_output: dict[Path, list[Prepared]] = {}
     for p in valid:
         by_output.setdefault(p.output.resolve(), []).append(p)
@@ -62,22 +84,72 @@ def validate_all(paths: list[Path]) -> tuple[list[Prepared], list[Invalid]]:
 
 
 def _finished_report(prepared: Prepared) -> dict | None:
-    path = prepared.output / "report.json"
+    """The output's report.json if it is a readable report of this tfc, else None."""
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except json.JSONDecodeError:
+        return read_report(prepared.output / "report.json")
+    except TfcError:
         return None
 
 
-def run_one(prepared: Prepared, resume: bool) -> RunSummary:
+def _reusable(prepared: Prepared) -> bool:
+    previous = _finished_report(prepared)
+    return bool(previous) and previous.get("inputs") == inputs_fingerprint(prepared.recipe)
+
+
+class Children:
+    """The `tfc compress` processes ci has started: stopped together when ci is interrupted or terminated, so none
+    keeps writing after ci has gone."""
+
+    GRACE_S = 30  # a child given SIGTERM removes its temp folder and exits; after this it is killed
+
+    def __init__(self):
+        self._running: dict[int, tuple[str, subprocess.Popen]] = {}
+        self._lock = threading.Lock()
+        self.stopping = False
+
+    def run(self, name: str, cmd: list[str]) -> subprocess.CompletedProcess | None:
+        """Run `cmd` to completion; None when ci is stopping (the child was not started, or was stopped)."""
+        with self._lock:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self._running[proc.pid] = (name, proc)
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            with self._lock:
+                self._running.pop(proc.pid, None)
+        return None if self.stopping and proc.returncode not in (0, 3) else \
+            subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+    def stop_all(self) -> list[str]:
+        """Ask every running child to stop (SIGTERM), kill those still there after the grace time; their names."""
+        with self._lock:
+            self.stopping = True
+            running = list(self._running.values())
+        for _, proc in running:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.GRACE_S
+        for _, proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return [name for name, _ in running]
+
+
+def run_one(prepared: Prepared, resume: bool, overwrite: bool = False, children: Children | None = None) -> RunSummary | None:
+    """One recipe as its own process; None if ci was stopped before it finished."""
     name, started = prepared.recipe.name, time.perf_counter()
-    if resume:
+    if resume and _reusable(prepared):
         previous = _finished_report(prepared)
-        if previous and previous.get("inputs") == inputs_fingerprint(prepared.recipe):
-            return RunSummary(name, status_of(previous), previous, wall_s=previous.get("wall_s", 0.0), reused=True)
-    cmd = [sys.executable, "-m", "tfc_cli", "compress", str(prepared.recipe.path), "-o", str(prepared.output),
-           "--overwrite", "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+        return RunSummary(name, status_of(previous), previous, wall_s=previous.get("wall_s", 0.0), reused=True)
+    cmd = [sys.executable, "-m", "tfc_cli", "compress", str(prepared.recipe.path), "-o", str(prepared.output), "--quiet"]
+    cmd += ["--overwrite"] if overwrite else []
+    proc = (children or Children()).run(name, cmd)
+    if proc is None:
+        return None
     wall = time.perf_counter() - started
     if proc.returncode not in (0, 3):
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -89,16 +161,48 @@ def run_one(prepared: Prepared, resume: bool) -> RunSummary:
     return RunSummary(name, status_of(report), report, wall_s=wall)
 
 
-def run_all(prepared: list[Prepared], jobs: int, resume: bool, on_done=None) -> list[RunSummary]:
-    """Run every recipe (in recipe order in the result), `jobs` at a time."""
-    def task(p: Prepared) -> RunSummary:
-        result = run_one(p, resume)
-        if on_done:
-            on_done(result)
+class CiInterrupted(Interrupted):
+    """ci was interrupted (SIGINT or SIGTERM): what finished and what was stopped."""
+
+    def __init__(self, finished: list[RunSummary], stopped: list[str], not_started: int):
+        self.finished, self.stopped = finished, stopped
+        wrote = [r.name for r in finished if not r.reused and r.report is not None]
+        parts = [f"{len(wrote)} run(s) finished and wrote their output ({', '.join(wrote)})" if wrote
+                 else "no run finished writing its output"]
+        if stopped:
+            parts.append(f"stopped {', '.join(stopped)}: their outputs keep what they held before")
+        if not_started:
+            parts.append(f"{not_started} not started")
+        super().__init__("interrupted; " + "; ".join(parts))
+
+
+def run_all(prepared: list[Prepared], jobs: int, resume: bool, on_done=None, overwrite: bool = False) -> list[RunSummary]:
+    """Run every recipe (in recipe order in the result), `jobs` at a time. On SIGINT or SIGTERM every running child
+    is stopped before ci exits, and Interrupted says truthfully what was written."""
+    children, finished = Children(), []
+
+    def task(p: Prepared) -> RunSummary | None:
+        result = run_one(p, resume, overwrite, children)
+        if result is not None:
+            finished.append(result)
+            if on_done:
+                on_done(result)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(task, prepared))
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures = [pool.submit(task, p) for p in prepared]
+    try:
+        with terminate_as_interrupt():
+            return [f.result() for f in futures]
+    except KeyboardInterrupt:
+        stopped = children.stop_all()
+        for f in futures:
+            f.cancel()
+        pool.shutdown(wait=True)
+        not_started = sum(1 for f in futures if f.cancelled())
+        raise CiInterrupted(list(finished), stopped, not_started) from None
+    finally:
+        pool.shutdown(wait=True)
 
 
 def exit_code(runs: list[RunSummary]) -> int:

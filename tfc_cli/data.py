@@ -23,6 +23,7 @@ class TaskData:
     label_names: list[str]
     eval_split: str
     source: str
+    held_out: str | None = None  # how the evaluation split was carved from train, when the data had no test split
 
     @property
     def num_labels(self) -> int:
@@ -41,6 +42,7 @@ def _load_files(files: dict[str, str]):
     for split, f in files.items():
         if not Path(f).is_file():
             raise TfcError(f"dataset file for split '{split}' not found: {f}")
+        _check_text(Path(f))
         if not _has_rows(Path(f)):
             raise TfcError(f"dataset: split '{split}' is empty ({f})")
     if len(exts) != 1 or next(iter(exts)) not in _FORMATS:
@@ -49,8 +51,34 @@ def _load_files(files: dict[str, str]):
     kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
     try:
         return datasets.load_dataset(_FORMATS[ext], data_files=dict(files), **kwargs)
-    except Exception as err:  # datasets raises many kinds; name the files
-        raise TfcError(f"could not read dataset files {', '.join(files.values())}: {err}") from None
+    except Exception as err:  # datasets raises many kinds; name the files and the cause it wraps
+        raise TfcError(f"could not read dataset files {', '.join(files.values())}: {root_cause(err)}") from None
+
+
+def root_cause(err: BaseException) -> str:
+    """The innermost message of an exception chain: `datasets` wraps the parser's error in a generic one."""
+    while (err.__cause__ or err.__context__) is not None:
+        err = err.__cause__ or err.__context__
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+
+
+def _check_text(path: Path) -> None:
+    """csv/tsv/jsonl files must be UTF-8 text: binary data would otherwise surface as a parser error deep inside
+    `datasets` (or, worse, parse into garbage rows)."""
+    if path.suffix.lower() == ".parquet":
+        return
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise TfcError(f"{path}: not a text file (a NUL byte at offset {nul}); dataset files are UTF-8 csv/tsv/jsonl, "
+                       "or parquet")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not just a character cut at the end of the sample
+            raise TfcError(f"{path}: not UTF-8 text (byte 0x{head[err.start]:02x} at offset {err.start}); save it as "
+                           "UTF-8") from None
 
 
 def _has_rows(path: Path) -> bool:
@@ -140,7 +168,13 @@ def _rename(ds, text: str, text_pair: str | None, label: str):
     return ds.rename_columns({k: v for k, v in rename.items() if k != v})
 
 
-def load_task_data(task, seed: int = 0) -> TaskData:
+HOLD_OUT = 0.1  # share of train carved off as validation, or as test, when the data lacks them
+
+
+def load_task_data(task, seed: int = 0, hold_out_test: bool = False) -> TaskData:
+    """The task's splits with canonical columns. `hold_out_test` (a compress run): with no test split and no
+    `eval_split` chosen, a seeded test split is carved from train, so the reported accuracy is never measured on the
+    validation split that picked the best epoch."""
     raw, source = _load_raw(task.dataset)
     splits = {}
     for name, ds in raw.items():
@@ -152,8 +186,13 @@ def load_task_data(task, seed: int = 0) -> TaskData:
     splits = {k: _align_labels(ds, names) for k, ds in splits.items()}
     if len(names) < 2:
         raise TfcError(f"dataset {source}: a classification task needs at least 2 labels, found {names}")
+    held_out = None
+    if hold_out_test and "train" in splits and "test" not in splits and task.eval_split is None:
+        parts = splits["train"].train_test_split(test_size=HOLD_OUT, seed=seed)
+        splits["train"], splits["test"] = parts["train"], parts["test"]
+        held_out = f"test held out from train ({len(parts['test'])} rows, seed {seed}): the data has no test split"
     if "train" in splits and "validation" not in splits:
-        parts = splits["train"].train_test_split(test_size=0.1, seed=seed)
+        parts = splits["train"].train_test_split(test_size=HOLD_OUT, seed=seed)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
     limit = task.max_train_samples
     if limit and "train" in splits and len(splits["train"]) > limit:
@@ -163,7 +202,7 @@ def load_task_data(task, seed: int = 0) -> TaskData:
         raise TfcError(f"dataset {source} has no '{eval_split}' split to evaluate on (it has: {', '.join(splits)})")
     if task.max_eval_samples and len(splits[eval_split]) > task.max_eval_samples:
         splits[eval_split] = splits[eval_split].select(range(task.max_eval_samples))
-    return TaskData(splits=splits, label_names=names, eval_split=eval_split, source=source)
+    return TaskData(splits=splits, label_names=names, eval_split=eval_split, source=source, held_out=held_out)
 
 
 def _label_order(name: str):

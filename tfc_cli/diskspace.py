@@ -20,6 +20,15 @@ def check_free_space(source: str, output: Path, stages: int) -> None:
     parent = next((p for p in [output, *output.parents] if p.exists()), Path("."))
     free = shutil.disk_usage(parent).free
     if needed > free:
-        raise TfcError(f"not enough disk space for this run in {parent}: about {needed / 1e9:.2f} GB needed "
-                       f"({stages} stage checkpoint(s) + output, {_weights_bytes(source) / 1e9:.2f} GB each), "
-                       f"{free / 1e9:.2f} GB free")
+        raise TfcError(f"not enough disk space for this run in {parent}: about {readable_bytes(needed)} needed "
+                       f"({stages} stage checkpoint(s) + output, {readable_bytes(_weights_bytes(source))} each), "
+                       f"{readable_bytes(free)} free")
+
+
+def readable_bytes(n: float) -> str:
+    """1536 -> '1.5 KB', 3.2e9 -> '3.2 GB' (decimal units, as disk tools report)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

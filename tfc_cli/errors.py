@@ -16,6 +16,9 @@ class UsageError(TfcError):
     exit_code = 2
 
 
+MAX_MESSAGE = 1000  # a message quoting a user's value never grows with it
+
+
 @dataclass(frozen=True)
 class Problem:
     line: int | None
@@ -23,7 +26,8 @@ class Problem:
 
     def format(self, file: str) -> str:
         where = f"{file}:{self.line}" if self.line else file
-        return f"{where}: {self.message}"
+        message = self.message if len(self.message) <= MAX_MESSAGE else self.message[:MAX_MESSAGE] + " [...]"
+        return f"{where}: {message}"
 
 
 class RecipeError(UsageError):
@@ -35,6 +39,10 @@ class RecipeError(UsageError):
         super().__init__("\n".join(p.format(file) for p in problems))
 
 
+class ModelNotFound(UsageError):
+    """A model named by a local path that is not there (or not a model folder). Exit code 2."""
+
+
 class GateFailure(TfcError):
     """A quality gate failed; the report was still written. Exit code 3."""
 
@@ -43,6 +51,12 @@ class GateFailure(TfcError):
     def __init__(self, message: str, report: dict | None = None):
         super().__init__(message)
         self.report = report
+
+
+class Interrupted(TfcError):
+    """Stopped by SIGINT or SIGTERM; the message says what was and was not written. Exit code 130."""
+
+    exit_code = 130
 
 
 class AssetMissing(TfcError):

@@ -21,14 +21,32 @@ def padded_batches(tokenized, tokenizer, batch_size: int):
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> dict[str, float]:
+    """Accuracy, macro F1 (over the classes that occur in the labels or the predictions, as scikit-learn does),
+    and what a model that always answers the most frequent class would score (`majority_rate`)."""
     pred = logits.argmax(axis=-1)
     f1s = []
-    for c in range(num_labels):
+    for c in np.union1d(np.unique(labels), np.unique(pred)):
         tp = np.sum((pred == c) & (labels == c))
         fp = np.sum((pred == c) & (labels != c))
         fn = np.sum((pred != c) & (labels == c))
         f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": float(np.mean(pred == labels)), "macro_f1": float(np.mean(f1s))}
+    counts = np.bincount(labels, minlength=num_labels)
+    return {"accuracy": float(np.mean(pred == labels)), "macro_f1": float(np.mean(f1s)),
+            "majority_rate": float(counts.max() / len(labels)), "predicted_classes": int(len(np.unique(pred)))}
+
+
+def metric_warnings(metrics: dict, who: str = "the model") -> list[str]:
+    """What makes an accuracy meaningless: one class predicted for everything, or no better than always answering
+    the most frequent class."""
+    if metrics.get("metric") != "accuracy" or metrics["samples"] < 2:
+        return []
+    if metrics["predicted_classes"] == 1:
+        return [f"{who} predicts a single class for all {metrics['samples']} examples of '{metrics['split']}' "
+                f"(accuracy {metrics['accuracy']:.4f} = that class's share)"]
+    if metrics["accuracy"] <= metrics["majority_rate"]:
+        return [f"{who} does not beat always answering the most frequent class on '{metrics['split']}' (accuracy "
+                f"{metrics['accuracy']:.4f}, majority-class rate {metrics['majority_rate']:.4f})"]
+    return []
 
 
 def evaluate(runner, tokenizer, data, max_length: int, split: str | None = None, label: str = "eval") -> dict:
@@ -48,4 +66,5 @@ def evaluate(runner, tokenizer, data, max_length: int, split: str | None = None,
     if logits.shape[-1] != data.num_labels:
         raise TfcError(f"{label}: the model predicts {logits.shape[-1]} labels, the dataset has {data.num_labels}")
     metrics = classification_metrics(logits, labels, data.num_labels)
-    return {"split": split, "samples": int(len(labels)), "metric": "accuracy", **metrics}
+    result = {"split": split, "samples": int(len(labels)), "metric": "accuracy", **metrics}
+    return result | {"warnings": metric_warnings(result, label)}

@@ -1,15 +1,49 @@
-"""Quality gates: each compares the compressed model with the baseline measured in the same run."""
+"""Quality gates: each compares the compressed model with the baseline measured in the same run.
+
+A gate's status is `pass`, `fail` or `inconclusive`. Accuracy, perplexity and size are measured once and judged on
+their value. The speedup is a ratio of timings, so it is judged on its 95% interval (bench.ratio_interval): `pass`
+when the whole interval is at or above the threshold, `fail` when it is all below, `inconclusive` when it straddles
+the threshold. An inconclusive gate fails the run like a failed one (exit code 3): the speedup was not shown.
+"""
 from __future__ import annotations
 
 
+def _judge_interval(interval: dict | None, value: float, threshold: float) -> str:
+    if interval is None:
+        return "pass" if value >= threshold else "fail"
+    if interval["low"] >= threshold:
+        return "pass"
+    return "fail" if interval["high"] < threshold else "inconclusive"
+
+
 def evaluate_gates(gates, comparison: dict) -> list[dict]:
-    """One entry per configured gate: name, threshold, measured value, passed."""
+    """One entry per configured gate: name, threshold, measured value, status, passed."""
     checks = [
-        ("max_accuracy_drop", gates.max_accuracy_drop, -comparison["metric_delta"], lambda v, t: v <= t),
-        ("max_perplexity_increase", gates.max_perplexity_increase, comparison.get("perplexity_ratio", 1.0) - 1,
-         lambda v, t: v <= t),
-        ("min_speedup", gates.min_speedup, comparison["speedup"], lambda v, t: v >= t),
-        ("max_size_ratio", gates.max_size_ratio, comparison["size_ratio"], lambda v, t: v <= t),
+        ("max_accuracy_drop", gates.max_accuracy_drop, -comparison["metric_delta"], None),
+        ("max_perplexity_increase", gates.max_perplexity_increase, comparison.get("perplexity_ratio", 1.0) - 1, None),
+        ("min_speedup", gates.min_speedup, comparison["speedup"], comparison.get("speedup_interval")),
+        ("max_size_ratio", gates.max_size_ratio, comparison["size_ratio"], None),
     ]
-    return [{"name": name, "threshold": threshold, "value": value, "passed": bool(ok(value, threshold))}
-            for name, threshold, value, ok in checks if threshold is not None]
+    out = []
+    for name, threshold, value, interval in checks:
+        if threshold is None:
+            continue
+        if name == "min_speedup":
+            status = _judge_interval(interval, value, threshold)
+        else:
+            status = "pass" if value <= threshold else "fail"
+        entry = {"name": name, "threshold": threshold, "value": value, "status": status, "passed": status == "pass"}
+        if interval is not None and name == "min_speedup":
+            entry["interval"] = [interval["low"], interval["high"]]
+        out.append(entry)
+    return out
+
+
+def describe(gate: dict) -> str:
+    """'min_speedup (measured 1.43, 95% interval 1.30-1.61, limit 1.5): inconclusive'."""
+    interval = f", 95% interval {gate['interval'][0]:.4g}-{gate['interval'][1]:.4g}" if "interval" in gate else ""
+    return f"{gate['name']} (measured {gate['value']:.4f}{interval}, limit {gate['threshold']}): {status_of(gate)}"
+
+
+def status_of(gate: dict) -> str:
+    return gate.get("status") or ("pass" if gate["passed"] else "fail")

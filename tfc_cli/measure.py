@@ -6,9 +6,9 @@ import tempfile
 from pathlib import Path
 
 from . import __version__, progress
-from .bench import Protocol, bench_inputs, environment, peak_rss_mb, time_interleaved, weights_size
+from .bench import Protocol, bench_inputs, disturbance, environment, peak_rss_mb, time_interleaved, weights_size
 from .checkpoint import SAFETENSORS
-from .evaluate import evaluate
+from .evaluate import evaluate, metric_warnings
 from .gates import evaluate_gates
 from .report import REPORT_SCHEMA, comparison
 from .lm.bench import prompt_ids, time_generation
@@ -68,6 +68,27 @@ def measure(recipe, data, baseline, saved, output: Path) -> dict:
     return {"models": models, "environment": environment(protocol.threads) | {"peak_rss_mb": peak_rss_mb()}}
 
 
+def report_warnings(recipe, report: dict) -> list[str]:
+    """What a reader must know before trusting the numbers: a degenerate classifier, accuracy measured on the split
+    that selected the model, a disturbed or uncertain timing."""
+    models = report["models"]
+    warnings = [w for name in ("baseline", "compressed") for w in metric_warnings(models[name]["metrics"], f"the {name} model")]
+    selectors = [s.type for s in recipe.stages if s.stage.selects_on_validation()]
+    if report["task"]["eval_split"] == "validation" and selectors:
+        warnings.append(f"accuracy is measured on 'validation', the split {', '.join(sorted(set(selectors)))} used to pick "
+                        "the best epoch: it is optimistic. Give a test split, or leave eval_split unset so tfc holds one "
+                        "out from train")
+    disturbed = disturbance(models["baseline"]["latency"]["protocol"])
+    interval = report["comparison"].get("speedup_interval")
+    if disturbed:
+        warnings.append(f"timing disturbed: {disturbed}; the speedup's 95% interval is "
+                        f"{interval['low']:.2f}-{interval['high']:.2f}x. Re-run on a quiet machine")
+    elif interval and interval["high"] > 1.5 * interval["low"]:
+        warnings.append(f"the speedup is uncertain: its 95% interval is {interval['low']:.2f}-{interval['high']:.2f}x; "
+                        "raise bench.repeats or re-run on a quiet machine")
+    return warnings
+
+
 def build_report(recipe, data, measured: dict, stage_records: list, fingerprint: dict, verify_diff: float,
                  output: Path, wall_s: float, changes: dict) -> dict:
     index = recipe.baseline_index
@@ -83,7 +104,9 @@ def build_report(recipe, data, measured: dict, stage_records: list, fingerprint:
         "stages": stage_records, "verification": {"max_logit_diff": verify_diff}, **measured,
         "structure": changes.get("pruning"),  # per-layer kept heads / FFN units, when a stage pruned
     }
+    report["task"]["held_out"] = getattr(data, "held_out", None)
     report["comparison"] = comparison(measured["models"]["baseline"], measured["models"]["compressed"])
     report["gates"] = evaluate_gates(recipe.gates, report["comparison"])
+    report["warnings"] = report_warnings(recipe, report)
     report["wall_s"] = wall_s
     return report

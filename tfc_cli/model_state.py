@@ -7,6 +7,7 @@ from typing import Any
 
 from .errors import TfcError
 from .model_info import ModelInfo
+from .strict_load import from_pretrained_strictly
 from .trust import LoadPolicy, check_local_weights, load_tokenizer
 
 
@@ -54,14 +55,15 @@ def load_causal_lm(info: ModelInfo, policy: LoadPolicy = LoadPolicy()) -> ModelS
     check_local_weights(info.source, policy)
     try:
         tokenizer = load_tokenizer(info.source, policy)
-        model = AutoModelForCausalLM.from_pretrained(info.source, dtype="float32", **policy.weights_kwargs())
+        model = from_pretrained_strictly(AutoModelForCausalLM, info.source, dtype="float32", **policy.weights_kwargs())
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model {info.source}: {str(err).splitlines()[0]}") from None
     return ModelState(model=model.eval(), tokenizer=tokenizer, config=model.config)
 
 
 def load_for_task(info: ModelInfo, label_names: list[str], policy: LoadPolicy = LoadPolicy()) -> ModelState:
-    """Load a float model with a classification head sized for `label_names` (new head if it has none)."""
+    """Load a float model for classification: a trained head as it is (its id2label is never rewritten; the data's
+    labels were matched to it by name, see labels.py), or a new head for `label_names`."""
     from transformers import AutoModelForSequenceClassification
 
     if info.quantized:
@@ -78,11 +80,12 @@ def load_for_task(info: ModelInfo, label_names: list[str], policy: LoadPolicy = 
         return ModelState(model=ckpt.model, tokenizer=ckpt.tokenizer, config=ckpt.config,
                           changes=copy.deepcopy(info.changes))
     check_local_weights(info.source, policy)
+    head = {} if info.has_classification_head else {
+        "num_labels": num_labels, "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
     try:
         tokenizer = load_tokenizer(info.source, policy)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            info.source, num_labels=num_labels, **policy.weights_kwargs(),
-            id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+        model = from_pretrained_strictly(AutoModelForSequenceClassification, info.source,
+                                         fresh_head=not info.has_classification_head, **policy.weights_kwargs(), **head)
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model {info.source}: {str(err).splitlines()[0]}") from None
     model.eval()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,12 +23,15 @@ from .checkpoint import save, verify_reload
 from .data import load_task_data
 from .diskspace import check_free_space
 from .errors import GateFailure, TfcError
+from .gates import describe
 from .fingerprint import inputs_fingerprint
+from .labels import labels_for
 from .lm.data import load_text_data
 from .lm.perplexity import text_token_ids
 from .measure import build_report, measure
 from .model_info import ModelInfo, model_info
 from .model_state import load_causal_lm, load_for_task
+from .output_lock import output_lock
 from .recipe import Recipe, parse_recipe, stage_problems
 from .report import write as write_report
 from .runners import runner_for
@@ -40,16 +44,27 @@ class Prepared:
     recipe: Recipe
     info: ModelInfo
     output: Path
+    inputs: tuple[Path, ...] = ()  # local files and folders the run reads: never to be replaced by the output
+
+
+def run_inputs(recipe: Recipe, info: ModelInfo) -> tuple[Path, ...]:
+    """The recipe, the model folder, the data files or folder, and every stage's own inputs (e.g. a teacher)."""
+    dataset = recipe.task.dataset
+    candidates = [str(recipe.path), info.source, *(dataset.values() if isinstance(dataset, dict) else [dataset])]
+    candidates += [p for spec in recipe.stages for p in spec.stage.input_paths()]
+    return tuple(Path(str(c)).expanduser() for c in candidates if not str(c).startswith("demo:")
+                 and Path(str(c)).expanduser().exists())
 
 
 def prepare(recipe_path: str | Path, output: str | Path | None = None, overwrite: bool = False) -> Prepared:
     """Parse and validate the recipe against the model's config; loads no weights, writes nothing."""
     recipe = parse_recipe(recipe_path)
-    out = Path(output) if output else recipe.output
-    check_output(out, overwrite)
+    out = Path(os.path.normpath(output if output else recipe.output))
     info = model_info(recipe.model, recipe.policy)
+    inputs = run_inputs(recipe, info)
+    check_output(out, overwrite, inputs)
     stage_problems(recipe, info)
-    return Prepared(recipe, info, out)
+    return Prepared(recipe, info, out, inputs)
 
 
 def _seed(seed: int) -> None:
@@ -113,7 +128,7 @@ def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
         _check_stage_output(spec, result, sample)
         state = result.state
         state.changes.update(result.changes)
-        record = {"type": spec.type, "config": dataclasses.asdict(spec.stage.config), "wall_s": time.perf_counter() - t0,
+        record = {"type": spec.type, "config": spec.stage.record_config(), "wall_s": time.perf_counter() - t0,
                   "summary": result.summary, "changes": sorted(result.changes)}
         records.append(record)
         save_stage(work, i, spec.type, state, stage_fingerprint(recipe, fingerprint, i), record)
@@ -124,16 +139,25 @@ def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
 
 def compress(prepared: Prepared, overwrite: bool = False, resume: bool = False) -> dict:
     """Run the recipe; returns the report. Raises GateFailure (after writing everything) if a gate fails."""
+    with output_lock(prepared.output):
+        check_output(prepared.output, overwrite, prepared.inputs)  # again: another run may have finished meanwhile
+        return _compress_locked(prepared, overwrite, resume)
+
+
+def _compress_locked(prepared: Prepared, overwrite: bool, resume: bool) -> dict:
     recipe, started = prepared.recipe, time.perf_counter()
     fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
     check_free_space(prepared.info.source, prepared.output, len(recipe.stages))
     progress.info(f"[bold]tfc compress[/] {recipe.name}: model {recipe.model}, {len(recipe.stages)} stage(s)")
-    data = load_text_data(recipe.task) if is_lm(recipe) else load_task_data(recipe.task, seed=recipe.seed)
+    if is_lm(recipe):
+        data = load_text_data(recipe.task)
+    else:
+        data = labels_for(load_task_data(recipe.task, seed=recipe.seed, hold_out_test=True), prepared.info)
     state, baseline, records, sample = _run_stages(prepared, data, fingerprint, resume)
     manifest = {"tfc_version": __version__, "task": recipe.task.type, "labels": getattr(data, "label_names", None),
                 "recipe": {"name": recipe.name, "sha256": recipe.sha256}, "seed": recipe.seed,
                 "base_model": recipe.model, "stages": records}
-    with atomic_output(prepared.output, overwrite) as tmp:
+    with atomic_output(prepared.output, overwrite, prepared.inputs) as tmp:
         save(state, tmp, manifest)
         saved, diff = verify_reload(state, tmp, sample)  # below, the model as saved is measured, not the one in memory
         measured = measure(recipe, data, baseline, saved, prepared.output)
@@ -143,6 +167,5 @@ def compress(prepared: Prepared, overwrite: bool = False, resume: bool = False) 
     shutil.rmtree(work_dir(prepared.output), ignore_errors=True)  # the result is complete: stage checkpoints go
     failed = [g for g in report["gates"] if not g["passed"]]
     if failed:
-        raise GateFailure("gate(s) failed: " + ", ".join(f"{g['name']} (measured {g['value']:.4f}, limit {g['threshold']})"
-                                                         for g in failed), report)
+        raise GateFailure("gate(s) not passed: " + "; ".join(describe(g) for g in failed), report)
     return report

@@ -6,14 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import yaml
+
 from .errors import Problem, RecipeError
-from .schema import build, param, suggest
+from .schema import build, param, short_repr, suggest
 from .stages import STAGES
 from .stages.base import Stage
 from .trust import PINNED_REVISION, LoadPolicy
 from .yaml_lines import LineDict, LineList, load_yaml, yaml_error_problem
 
 SCHEMA_VERSION = 1
+# numpy seeds must be below 2**32 and every stage starts from seed + its index: 2**31 - 1 leaves room for both.
+MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ class _Top:
     task: TaskConfig = param(help="what the model does and the data it is measured on")
     stages: list = param(help="the compression stages, in order")
     name: Optional[str] = param(None, help="run name (default: the recipe file's stem)")
-    seed: int = param(0, help="seed for data order, initialisation and sampling", min=0)
+    seed: int = param(0, help="seed for data order, initialisation and sampling", min=0, max=MAX_SEED)
     gates: GatesConfig = param(GatesConfig(), help="quality gates; a failing one exits 3")
     bench: BenchConfig = param(BenchConfig(), help="latency protocol")
     output: Optional[str] = param(None, help="output folder (default: runs/<name>)")
@@ -118,7 +122,7 @@ def _build_stages(raw, problems: list[Problem]) -> list[StageSpec]:
             continue
         kind = item["type"]
         if not isinstance(kind, str):
-            problems.append(Problem(line, f"stage {i + 1}: 'type' must be a stage name, got {kind!r}"))
+            problems.append(Problem(line, f"stage {i + 1}: 'type' must be a stage name, got {short_repr(kind)}"))
             continue
         cls = STAGES.get(kind)
         if cls is None:
@@ -128,9 +132,22 @@ def _build_stages(raw, problems: list[Problem]) -> list[StageSpec]:
         params.line, params.key_lines = line or 0, getattr(item, "key_lines", {})
         config = build(cls.Config, params, problems, section=f"stage {i + 1} ({kind})", line=line)
         if config is not None:
-            specs.append(StageSpec(cls(config), line or 0))
+            stage = cls(config)
+            applied = set(stage.applied_options())
+            for key in params:
+                top = key.split(".")[0]
+                if top not in applied:
+                    problems.append(Problem(params.line_of(key), f"stage {i + 1} ({kind}): '{key}' does not apply to "
+                                            f"{_configured_as(config)}; remove it"))
+            specs.append(StageSpec(stage, line or 0))
     _check_order(specs, problems)
     return specs
+
+
+def _configured_as(config) -> str:
+    method = getattr(config, "method", None)
+    return f"method '{method}'" + (f" on backend '{config.backend}'" if hasattr(config, "backend") else "") if method \
+        else "this stage"
 
 
 def _check_order(specs: list[StageSpec], problems: list[Problem]) -> None:
@@ -167,18 +184,23 @@ def parse_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(str(path), [Problem(None, "no such recipe file")])
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise RecipeError(str(path), [Problem(line, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                                      "save the recipe as UTF-8")]) from None
     return parse_recipe_text(text, path)
 
 
 def parse_recipe_text(text: str, path: Path) -> Recipe:
-    problems: list[Problem] = []
     try:
-        data = load_yaml(text)
-    except Exception as err:  # yaml.YAMLError and DuplicateKey
+        data, problems = load_yaml(text)
+    except yaml.YAMLError as err:
         raise RecipeError(str(path), [yaml_error_problem(err)]) from None
     if not isinstance(data, dict):
-        raise RecipeError(str(path), [Problem(1, "a recipe must be a YAML mapping (model:, task:, stages:, ...)")])
+        raise RecipeError(str(path), problems + [Problem(1, "a recipe must be a YAML mapping (model:, task:, stages:, ...)")])
     top = build(_Top, data, problems, section="recipe")
     stages = _build_stages(data.get("stages"), problems) if "stages" in data else []
     if top is not None and isinstance(top.task.dataset, dict) and not top.task.dataset:
@@ -200,6 +222,15 @@ def parse_recipe_text(text: str, path: Path) -> Recipe:
     )
 
 
+def _position_problems(recipe: Recipe, info: Any) -> list[Problem]:
+    """Sequence lengths the model's positions cannot hold fail late (after every stage ran): catch them here."""
+    lm = recipe.task.type == "causal-lm"
+    checks = [(recipe.lines.get("task"), recipe.task.max_length, "task.max_length" + (" (the perplexity window)" if lm else "")),
+              (recipe.lines.get("bench"), recipe.bench.seq_len + (recipe.bench.decode_tokens if lm else 0),
+               "bench.seq_len + bench.decode_tokens" if lm else "bench.seq_len")]
+    return [Problem(line, message) for line, tokens, what in checks if (message := info.position_problem(tokens, what))]
+
+
 def stage_problems(recipe: Recipe, info: Any) -> None:
     """Checks that need the model's config (no weights): each stage's own, and the task head rule."""
     problems, task = [], recipe.task.type
@@ -209,6 +240,7 @@ def stage_problems(recipe: Recipe, info: Any) -> None:
                                     f"(it applies to {', '.join(spec.stage.tasks)})"))
             continue
         problems += [Problem(spec.line, f"stage '{spec.type}': {msg}") for msg in spec.stage.validate(info, task)]
+    problems += _position_problems(recipe, info)
     if task == "causal-lm":
         if not info.is_causal_lm:
             problems.append(Problem(recipe.lines.get("model"), f"model '{recipe.model}' is not a causal LM "

@@ -5,6 +5,7 @@ import base64
 from html import escape
 
 from .charts import layers_png, metric_vs_latency_png
+from .gates import describe
 from .report import is_lm_report, protocol_line, rows
 from .summary import HEADERS, RunSummary, cells
 
@@ -47,10 +48,13 @@ def _structure(report: dict) -> str:
 
 def run_html(report: dict) -> str:
     name = report["recipe"]["name"]
-    gates = "".join(f"<li class='{'pass' if g['passed'] else 'fail'}'>{escape(g['name'])}: measured {g['value']:.4f}, "
-                    f"limit {g['threshold']} ({'pass' if g['passed'] else 'FAIL'})</li>" for g in report["gates"])
+    gates = "".join(f"<li class='{'pass' if g['passed'] else 'fail'}'>{escape(describe(g))}</li>" for g in report["gates"])
+    warnings = "".join(f"<li class='fail'>{escape(w)}</li>" for w in report.get("warnings", []))
     stages = [[str(i), s["type"], f"{s['wall_s']:.1f} s"] for i, s in enumerate(report["stages"], 1)]
-    body = (_table(["", "baseline", "compressed", "change"], [list(r) for r in rows(report)])
+    held_out = report["task"].get("held_out")
+    body = ((f"<h2>Warnings</h2><ul>{warnings}</ul>" if warnings else "")
+            + (f"<p class='note'>Evaluation data: {escape(held_out)}</p>" if held_out else "")
+            + _table(["", "baseline", "compressed", "change"], [list(r) for r in rows(report)])
             + f"<p class='note'>{escape(protocol_line(report))}</p>"
             + ("" if is_lm_report(report) else _chart([_point(name, report)]))
             + _structure(report)
@@ -66,4 +70,5 @@ def runs_html(runs: list[RunSummary], title: str) -> str:
     if measured:
         body += _chart([_point(r.name, r.report) for r in measured])
     problems = "".join(f"<li class='fail'>{escape(r.name)}: {escape(r.message)}</li>" for r in runs if r.message)
+    problems += "".join(f"<li class='fail'>{escape(r.name)}: {escape(w)}</li>" for r in runs for w in r.warnings)
     return _page(title, body + (f"<ul>{problems}</ul>" if problems else ""))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from typing import Any, Literal
@@ -25,6 +26,14 @@ def param(default=REQUIRED, *, help: str, min=None, max=None, min_exclusive: boo
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def short_repr(value, limit: int = 80) -> str:
+    """repr() cut to `limit` characters: an error message never grows with the value it quotes."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, limit, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def suggest(word: str, options) -> str:
@@ -119,7 +128,7 @@ def build(cls, data, problems: list[Problem], *, section: str, line: int | None 
             continue
         ok, value = _coerce(raw, tp)
         if not ok:
-            problems.append(Problem(line_of(name), f"'{name}' in {section} must be {describe_type(tp)}, got {raw!r}"))
+            problems.append(Problem(line_of(name), f"'{name}' in {section} must be {describe_type(tp)}, got {short_repr(raw)}"))
             continue
         bad_range = _check_range(name, value, f.metadata)
         if bad_range:

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from rich.table import Column, Table
 
+from .gates import describe
+from .gates import status_of as gate_status
+
 
 @dataclass
 class RunSummary:
@@ -20,9 +23,15 @@ class RunSummary:
     def gates(self) -> list[dict]:
         return self.report["gates"] if self.report else []
 
+    @property
+    def warnings(self) -> list[str]:
+        return self.report.get("warnings", []) if self.report else []
+
 
 def status_of(report: dict) -> str:
-    return "passed" if all(g["passed"] for g in report.get("gates", [])) else "gates failed"
+    """passed | gates failed | gates inconclusive (a speedup whose 95% interval straddles its threshold)."""
+    statuses = {gate_status(g) for g in report.get("gates", [])}
+    return "gates failed" if "fail" in statuses else "gates inconclusive" if "inconclusive" in statuses else "passed"
 
 
 def cells(run: RunSummary) -> list[str]:
@@ -33,12 +42,20 @@ def cells(run: RunSummary) -> list[str]:
     if b["metric"] == "perplexity":
         metric = (f"ppl {b['perplexity']:.2f} -> {c['perplexity']:.2f} ({(cmp_['perplexity_ratio'] - 1) * 100:+.1f}%)")
     else:
-        metric = f"{b['accuracy']:.4f} -> {c['accuracy']:.4f} ({cmp_['metric_delta'] * 100:+.2f} pt)"
-    gates = ", ".join(f"{g['name']} {'pass' if g['passed'] else 'FAIL'}" for g in r["gates"]) or "none"
+        chance = f"; majority {b['majority_rate']:.4f}" if "majority_rate" in b else ""
+        metric = f"{b['accuracy']:.4f} -> {c['accuracy']:.4f} ({cmp_['metric_delta'] * 100:+.2f} pt{chance})"
+    gates = ", ".join(f"{g['name']} {gate_status(g) if gate_status(g) != 'fail' else 'FAIL'}" for g in r["gates"]) or "none"
+    if run.warnings:
+        gates += f" ({len(run.warnings)} warning{'s' if len(run.warnings) > 1 else ''})"
     status = run.status + (" (reused)" if run.reused else "")
     return [run.name, " > ".join(s["type"] for s in r["stages"]),
             metric,
-            f"{cmp_['size_ratio']:.3f}x", f"{cmp_['speedup']:.2f}x", gates, status, f"{run.wall_s:.0f} s"]
+            f"{cmp_['size_ratio']:.3f}x", _speedup_cell(cmp_), gates, status, f"{run.wall_s:.0f} s"]
+
+
+def _speedup_cell(cmp_: dict) -> str:
+    interval = cmp_.get("speedup_interval")
+    return f"{cmp_['speedup']:.2f}x" + (f" ({interval['low']:.2f}-{interval['high']:.2f})" if interval else "")
 
 
 HEADERS = ["recipe", "stages", "metric baseline -> compressed", "size ratio", "speedup", "gates", "status", "wall time"]
@@ -57,6 +74,9 @@ def markdown(runs: list[RunSummary], title: str) -> str:
     problems = [run for run in runs if run.message]
     if problems:
         lines += [""] + [f"- **{run.name}**: {run.message}" for run in problems]
+    warned = [(run.name, w) for run in runs for w in run.warnings]
+    if warned:
+        lines += [""] + [f"- warning, **{name}**: {w}" for name, w in warned]
     return "\n".join(lines) + "\n"
 
 
@@ -72,7 +92,7 @@ def junit_xml(runs: list[RunSummary], suite: str = "tfc ci") -> str:
         for g in run.gates:
             gate = ET.Element("testcase", classname=f"tfc.{run.name}", name=f"gate {g['name']}", time="0")
             if not g["passed"]:
-                ET.SubElement(gate, "failure", message=f"measured {g['value']:.4f}, limit {g['threshold']}", type="gate")
+                ET.SubElement(gate, "failure", message=describe(g), type="gate")
             cases.append(gate)
     failures = sum(1 for c in cases if c.find("failure") is not None)
     errors = sum(1 for c in cases if c.find("error") is not None)

@@ -7,6 +7,7 @@ import typer
 
 from .. import __version__
 from . import assets, bench, ci, compress, eval, plan, report, stages
+from ..signals import terminate_as_interrupt
 from .common import options
 
 app = typer.Typer(name="tfc", help="Compress transformer models from a YAML recipe, and measure what it did.",
@@ -43,4 +44,5 @@ app.add_typer(assets.app, name="assets")
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app()
+    with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C: temp folders, locks, child processes
+        app()

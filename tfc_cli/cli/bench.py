@@ -11,6 +11,7 @@ from ..checkpoint import open_model
 from .. import progress
 from ..errors import UsageError
 from ..lm.bench import prompt_ids, time_generation
+from ..model_info import max_positions
 from ..model_state import is_causal_lm
 from ..runners import RUNTIMES, runner_on, runtimes_for
 from ..trust import LoadPolicy
@@ -99,6 +100,10 @@ def bench(
             raise UsageError("--baseline must be the same kind of model (both causal LMs, or both classifiers)")
         if is_causal_lm(ckpt.config) and batch_size != 1:
             raise UsageError("a causal LM is timed per sequence: --batch-size must be 1")
+        longest = seq_len + (decode_tokens if is_causal_lm(ckpt.config) else 0)
+        if (limit := max_positions(ckpt.config)) is not None and longest > limit:
+            what = "--seq-len + --decode-tokens" if is_causal_lm(ckpt.config) else "--seq-len"
+            raise UsageError(f"{what} is {longest} tokens, but the positions of {spec} allow at most {limit}")
         inputs = ({"input_ids": prompt_ids(ckpt.tokenizer, " ".join(_TEXTS), seq_len)} if is_causal_lm(ckpt.config)
                   else bench_inputs(ckpt.tokenizer, _TEXTS, batch_size, seq_len))
         chosen = runtimes_for(ckpt) if runtime == "all" else [ckpt.runtime if runtime == "native" else runtime]

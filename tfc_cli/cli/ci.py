@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from .. import ci as ci_lib
 from .. import progress
@@ -21,15 +22,17 @@ def ci(
     html: Optional[Path] = typer.Option(None, "--html", help="write an HTML summary with every run on one chart"),
     only: Optional[str] = typer.Option(None, "--only", help="only recipes whose name or relative path matches this glob"),
     resume: bool = typer.Option(False, "--resume", help="reuse finished runs whose recipe, weights and data are unchanged"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace previous results in the recipes' outputs "
+                                   "(never a folder that is not a tfc result, nor an input)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no status lines"),
 ):
     """Validate every recipe in FOLDER, then run them all; summary table, Markdown and JUnit XML."""
     set_quiet(quiet)
     paths = ci_lib.discover(folder, only)
-    valid, invalid = ci_lib.validate_all(paths)
+    valid, invalid = ci_lib.validate_all(paths, overwrite, resume)
     if invalid:
         for bad in invalid:
-            err.print(f"[bold red]invalid:[/] {bad.message}", highlight=False, soft_wrap=True, markup=False)
+            err.print(f"[bold red]invalid:[/] {escape(bad.message)}", highlight=False, soft_wrap=True)
         err.print(f"{len(invalid)} of {len(paths)} recipe(s) invalid; nothing was run")
         raise typer.Exit(2)
     progress.info(f"{len(valid)} recipe(s) valid; running {'with ' + str(jobs) + ' jobs' if jobs > 1 else 'one at a time'}")
@@ -38,7 +41,7 @@ def ci(
         progress.info(f"  {run.name}: {run.status}{' (reused)' if run.reused else ''} in {run.wall_s:.0f} s"
                       + (f" - {run.message}" if run.message else ""))
 
-    runs = ci_lib.run_all(valid, jobs, resume, on_done=done)
+    runs = ci_lib.run_all(valid, jobs, resume, on_done=done, overwrite=overwrite)
     title = f"tfc ci {folder}"
     out.print(table(runs, title))
     for path, text in ((junit, lambda: junit_xml(runs)), (summary, lambda: markdown(runs, title)),

@@ -30,7 +30,7 @@ def handle_errors(fn):
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/]; nothing was written to the output")
+            err.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
         except Exception as e:  # noqa: BLE001 - the last line of defence: one clear message
             if options["debug"]:
@@ -42,3 +42,9 @@ def handle_errors(fn):
 
 def set_quiet(quiet: bool) -> None:
     progress.set_quiet(quiet)
+
+
+def print_warnings(report: dict) -> None:
+    """A report's warnings, loud, on stderr (they are in report.json, .md and .html too)."""
+    for warning in report.get("warnings", []):
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)

@@ -5,11 +5,11 @@ from typing import Optional
 
 import typer
 
-from ..errors import GateFailure
+from ..errors import GateFailure, Interrupted
 from ..pipeline import compress as run_compress
 from ..pipeline import prepare
 from ..report import table
-from .common import err, handle_errors, out, set_quiet
+from .common import err, handle_errors, out, print_warnings, set_quiet
 from .plan import print_plan
 
 
@@ -29,13 +29,29 @@ def compress(
         print_plan(prepared.recipe, prepared.info)
         out.print(f"dry run: would write {prepared.output}")
         return
+    before = _result_stamp(prepared.output)
     try:
         report = run_compress(prepared, overwrite=overwrite, resume=resume)
+    except KeyboardInterrupt:
+        if _result_stamp(prepared.output) != before:
+            raise Interrupted(f"interrupted after the complete result was written to {prepared.output}") from None
+        raise Interrupted(f"interrupted; {prepared.output} was left as it was (nothing written)") from None
     except GateFailure as failure:
         out.print(table(failure.report))
+        print_warnings(failure.report)
         out.print(f"report: {prepared.output / 'report.md'}")
         raise
     out.print(table(report))
+    print_warnings(report)
     out.print(f"wrote {prepared.output} (model, tfc.json, report.json, report.md, report.html)", soft_wrap=True)
     if report["gates"]:
         err.print("all gates passed: " + ", ".join(g["name"] for g in report["gates"]))
+
+
+def _result_stamp(output: Path):
+    """Identifies the result in `output` (its manifest's inode and mtime), or None: tells whether a run replaced it."""
+    try:
+        st = (output / "tfc.json").stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns

@@ -6,29 +6,32 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..checkpoint import open_model
 from ..data import load_task_data
 from ..errors import UsageError
 from ..evaluate import evaluate
+from ..labels import head_labels, match_trained_head
 from ..lm.data import load_text_data
 from ..lm.perplexity import perplexity, text_token_ids
+from ..model_info import max_positions
 from ..model_state import is_causal_lm
 from ..recipe import TaskConfig, parse_recipe
 from ..runners import runner_for
 from ..trust import LoadPolicy
-from .common import handle_errors, out, set_quiet
+from .common import err, handle_errors, out, set_quiet
 
 
 def _task(recipe: Optional[Path], dataset: Optional[str], text: str, text_pair: Optional[str], label: str,
-          max_length: int, max_samples: Optional[int], split: Optional[str]) -> TaskConfig:
+          max_length: int, max_samples: Optional[int], split: Optional[str], given_length: Optional[int] = None) -> TaskConfig:
     if recipe and dataset:
         raise UsageError("give either --recipe or --dataset, not both")
     if recipe:
         task = parse_recipe(recipe).task
         return dataclasses.replace(task, max_eval_samples=max_samples or task.max_eval_samples,
-                                   eval_split=split or task.eval_split)
+                                   eval_split=split or task.eval_split, max_length=given_length or task.max_length)
     if not dataset:
         raise UsageError("name the task: --recipe RECIPE, or --dataset DATA (with --text/--label if not 'text'/'label')")
     return TaskConfig(type="text-classification", dataset=dataset, text=text, text_pair=text_pair, label=label,
@@ -37,9 +40,11 @@ def _task(recipe: Optional[Path], dataset: Optional[str], text: str, text_pair: 
 
 def _perplexity(model: str, ckpt, task: TaskConfig, stride: Optional[int], max_tokens: Optional[int]) -> dict:
     """A causal LM's perplexity on the task's text (the recipe's window and stride unless given here)."""
+    stride = stride or task.stride or max(1, task.max_length // 2)
+    if stride > task.max_length:
+        raise UsageError(f"--stride ({stride}) cannot exceed the window (--max-length {task.max_length})")
     data = load_text_data(task)
     ids = text_token_ids(ckpt.tokenizer, data.text, max_tokens or task.max_eval_tokens)
-    stride = stride or task.stride or max(1, task.max_length // 2)
     return {"model": model, "dataset": data.source, "runtime": ckpt.runtime, "split": data.eval_split,
             **perplexity(runner_for(ckpt), ids, task.max_length, stride, label=model)}
 
@@ -52,7 +57,8 @@ def eval_command(
     text: str = typer.Option("text", "--text", help="text column"),
     text_pair: Optional[str] = typer.Option(None, "--text-pair", help="second text column"),
     label: str = typer.Option("label", "--label", help="label column"),
-    max_length: int = typer.Option(128, "--max-length", min=1, help="tokens per example"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="tokens per example (default: 128, "
+                                             "or the model's positions if fewer)"),
     split: Optional[str] = typer.Option(None, "--split", help="split to evaluate (default: test, else validation)"),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", min=1, help="evaluate at most this many"),
     stride: Optional[int] = typer.Option(None, "--stride", min=1, help="causal LM: tokens between perplexity windows "
@@ -64,8 +70,14 @@ def eval_command(
 ):
     """Accuracy and macro F1 of a classifier, or perplexity of a causal LM, on a task's evaluation data."""
     set_quiet(quiet or as_json)
-    task = _task(recipe, dataset, text, text_pair, label, max_length, max_samples, split)
+    task = _task(recipe, dataset, text, text_pair, label, max_length or 128, max_samples, split, max_length)
     ckpt = open_model(model, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
+    limit = max_positions(ckpt.config)
+    if limit is not None and not recipe and not max_length:
+        task = dataclasses.replace(task, max_length=min(128, limit))
+    if limit is not None and task.max_length > limit:
+        what = "the recipe's task.max_length" if recipe and not max_length else "--max-length"
+        raise UsageError(f"{what} is {task.max_length} tokens, but the positions of {model} allow at most {limit}")
     if is_causal_lm(ckpt.config):
         result = _perplexity(model, ckpt, task, stride, max_tokens)
         headers = ("model", "runtime", "text", "tokens scored", "window / stride", "perplexity")
@@ -74,15 +86,18 @@ def eval_command(
     elif task.type == "causal-lm":
         raise UsageError(f"the recipe's task is causal-lm but {model} is not a causal LM")
     else:
-        data = load_task_data(task)
+        data = match_trained_head(load_task_data(task), head_labels(ckpt.config), model)
         result = {"model": model, "dataset": data.source, "runtime": ckpt.runtime,
                   **evaluate(runner_for(ckpt), ckpt.tokenizer, data, task.max_length, label=model)}
-        headers = ("model", "runtime", "split", "samples", "accuracy", "macro F1")
+        headers = ("model", "runtime", "split", "samples", "accuracy", "majority-class rate", "macro F1")
         row = (model, result["runtime"], result["split"], str(result["samples"]), f"{result['accuracy']:.4f}",
-               f"{result['macro_f1']:.4f}")
+               f"{result['majority_rate']:.4f}", f"{result['macro_f1']:.4f}")
     if as_json:
         out.print_json(json.dumps(result))
         return
-    t = Table(*headers)
-    t.add_row(*row)
+    t = Table("", "", show_header=False)  # one field per line: fits any terminal width without cutting names
+    for header, cell in zip(headers, row):
+        t.add_row(header, cell)
     out.print(t)
+    for warning in result.get("warnings", []):
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)

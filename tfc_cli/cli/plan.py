@@ -3,7 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from ..errors import TfcError
+from rich.markup import escape
+
+from ..errors import ModelNotFound, TfcError
 from ..model_info import ModelInfo, model_info
 from ..recipe import Recipe, parse_recipe, stage_problems
 from .common import err, handle_errors, out
@@ -25,8 +27,10 @@ def validate(recipe: Path = typer.Argument(..., help="the recipe YAML")):
     parsed = parse_recipe(recipe)
     try:
         info = model_info(parsed.model, parsed.policy)
-    except TfcError as e:
-        err.print(f"[yellow]warning:[/] model checks skipped: {e}", highlight=False)
+    except ModelNotFound:
+        raise
+    except TfcError as e:  # a hub id that cannot be reached from here
+        err.print(f"[yellow]warning:[/] model checks skipped: {escape(str(e))}", highlight=False)
     else:
         stage_problems(parsed, info)
     out.print(f"{recipe}: valid ({len(parsed.stages)} stage(s): {', '.join(s.type for s in parsed.stages)})")

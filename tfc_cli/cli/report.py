@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -8,21 +7,21 @@ import typer
 
 from ..errors import TfcError
 from ..report_html import runs_html
-from ..summary import RunSummary, markdown, status_of, table
+from ..report import read_report
+from ..summary import RunSummary, cells, markdown, status_of, table
 from .common import err, handle_errors, out
 
 app = typer.Typer(help="Views over finished runs.", no_args_is_help=True)
 
 
 def _load_run(folder: Path) -> RunSummary:
-    path = folder / "report.json"
-    if not path.is_file():
-        raise TfcError(f"{folder}: no report.json (is it a finished tfc run?)")
+    report = read_report(folder / "report.json")
     try:
-        report = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TfcError(f"{path}: not valid JSON ({e})") from None
-    return RunSummary(report["recipe"]["name"], status_of(report), report, wall_s=report.get("wall_s", 0.0))
+        run = RunSummary(report["recipe"]["name"], status_of(report), report, wall_s=float(report.get("wall_s", 0.0)))
+        cells(run)  # every field a view reads is there
+    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as err:
+        raise TfcError(f"{folder / 'report.json'}: malformed report ({type(err).__name__}: {err})") from None
+    return run
 
 
 @app.command("compare")

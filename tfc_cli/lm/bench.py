@@ -9,7 +9,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .. import progress
-from ..bench import Protocol, latency_stats
+from ..bench import MachineLoad, Protocol, latency_stats
 
 
 def prompt_ids(tokenizer, text: str, seq_len: int) -> np.ndarray:
@@ -42,7 +42,7 @@ def time_generation(runners: dict, prompt: np.ndarray, protocol: Protocol, decod
             _generate_timed(runners[name], prompt, decode_tokens)
     prefill = {n: [] for n in names}
     decode = {n: [] for n in names}
-    with progress.bar("benchmarking generation", protocol.repeats * len(names)) as advance:
+    with progress.bar("benchmarking generation", protocol.repeats * len(names)) as advance, MachineLoad() as load:
         for i in range(protocol.repeats):
             for name in names if i % 2 == 0 else names[::-1]:
                 p, d = _generate_timed(runners[name], prompt, decode_tokens)
@@ -55,7 +55,8 @@ def time_generation(runners: dict, prompt: np.ndarray, protocol: Protocol, decod
         result[name] = {
             "prefill": latency_stats(prefill[name], 1),
             "decode": {"tokens_per_s": float(1000 / np.median(per_token_ms)), "ms_per_token_p50": float(np.median(per_token_ms)),
-                       "ms_per_token_p95": float(np.percentile(per_token_ms, 95)), "tokens": decode_tokens},
-            "protocol": asdict(protocol) | {"decode_tokens": decode_tokens},
+                       "ms_per_token_p95": float(np.percentile(per_token_ms, 95)), "tokens": decode_tokens,
+                       "ms_per_token": [round(float(t), 4) for t in per_token_ms]},
+            "protocol": asdict(protocol) | {"decode_tokens": decode_tokens} | load.result,
         }
     return result

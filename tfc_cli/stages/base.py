@@ -1,6 +1,7 @@
 """What every stage is: a frozen config dataclass plus `validate` (before weights load) and `apply`."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +41,23 @@ class Stage:
     def validate(self, info: "ModelInfo", task: str) -> list[str]:
         """Problems with applying this stage to the model described by `info` (config only, no weights)."""
         return []
+
+    def applied_options(self) -> tuple[str, ...]:
+        """The config fields this stage, as configured, actually uses; by default all of them."""
+        return tuple(f.name for f in dataclasses.fields(self.config))
+
+    def record_config(self) -> dict:
+        """The config as tfc.json and the report record it: only the options that applied."""
+        applied = set(self.applied_options())
+        return {k: v for k, v in dataclasses.asdict(self.config).items() if k in applied}
+
+    def input_paths(self) -> list[str]:
+        """Models or files the stage reads besides the recipe's model and data (e.g. a teacher)."""
+        return []
+
+    def selects_on_validation(self) -> bool:
+        """True when the stage keeps the epoch (or variant) that scores best on the validation split."""
+        return False
 
     def plan(self, info: "ModelInfo") -> str:
         """One or two sentences: what this stage will do to this model."""

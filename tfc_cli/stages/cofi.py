@@ -26,6 +26,7 @@ from ..cofi.gates import CofiGates, Lagrangian
 from ..cofi.target import achieved_sparsity, project
 from ..data import tokenize
 from ..errors import TfcError
+from ..labels import head_labels
 from ..evaluate import evaluate
 from ..runners import TorchRunner
 from ..schema import param
@@ -101,6 +102,12 @@ class Cofi(Stage):
         if c.distill.layer_alpha == 0 and c.distill.logit_alpha == 0:
             problems.append("distill.layer_alpha and distill.logit_alpha are both 0: there is no training signal")
         return problems
+
+    def selects_on_validation(self) -> bool:
+        return True
+
+    def input_paths(self) -> list[str]:
+        return [self.config.teacher] if self.config.teacher else []
 
     def plan(self, info) -> str:
         c = self.config
@@ -261,9 +268,9 @@ class Cofi(Stage):
         ckpt = open_model(self.config.teacher)
         if ckpt.model is None:
             raise TfcError(f"stage 'cofi': teacher {self.config.teacher} is an ONNX model; a torch teacher is needed")
-        if ckpt.config.num_labels != state.config.num_labels:
-            raise TfcError(f"stage 'cofi': teacher {self.config.teacher} has {ckpt.config.num_labels} labels, "
-                           f"the model has {state.config.num_labels}")
+        if head_labels(ckpt.config) != head_labels(state.config):
+            raise TfcError(f"stage 'cofi': teacher {self.config.teacher} has labels {head_labels(ckpt.config)}, "
+                           f"the model has {head_labels(state.config)} (ids must mean the same labels)")
         return ckpt.model
 
     def _loader(self, state, ctx: StageContext):

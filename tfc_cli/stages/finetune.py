@@ -41,6 +41,9 @@ class Finetune(Stage):
     def validate(self, info, task: str) -> list[str]:
         return ["cannot train a quantized model"] if info.quantized else []
 
+    def selects_on_validation(self) -> bool:
+        return True
+
     def plan(self, info) -> str:
         c = self.config
         return (f"train all parameters for {c.epochs} epoch(s) at lr {c.learning_rate:g}, batch {c.batch_size}; "

@@ -99,6 +99,21 @@ class Quantize(Stage):
             problems.append("max_accuracy_drop needs backend 'onnxruntime'")
         return problems
 
+    def selects_on_validation(self) -> bool:
+        return self.config.method == "qat-int8" or self.config.max_accuracy_drop is not None
+
+    def applied_options(self) -> tuple[str, ...]:
+        """The options the chosen method reads (what tfc.json records, and what a recipe may set)."""
+        c = self.config
+        if c.method == "weight-only":
+            return ("method", "backend", "bits", "group_size", "algorithm") + (("compute",) if c.algorithm == "rtn" else ())
+        names = ("method", "backend", "max_accuracy_drop") + (("per_channel",) if c.backend == "onnxruntime" else ())
+        if c.method in ("static-int8", "qat-int8"):
+            names += ("calibration_samples", "calibration", "smoothquant")
+        if c.method == "qat-int8":
+            names += ("qat_epochs", "qat_learning_rate", "qat_batch_size")
+        return names
+
     def plan(self, info) -> str:
         c = self.config
         if c.method == "weight-only":
