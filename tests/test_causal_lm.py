@@ -244,3 +244,11 @@ def test_bench_times_an_lm_on_torch_and_onnxruntime(tiny_llama):
     assert data["fastest"] in data["models"]
     result = runner.invoke(app, ["bench", str(tiny_llama), "--batch-size", "2"])
     assert result.exit_code == 2 and "--batch-size must be 1" in result.output
+
+
+def test_lm_lengths_that_cannot_run_are_usage_errors(tiny_llama, tiny_text):
+    wide = runner.invoke(app, ["eval", str(tiny_llama), "--dataset", str(tiny_text), "--max-length", "16",
+                               "--stride", "32"])
+    assert wide.exit_code == 2 and "--stride (32) cannot exceed the window" in wide.output
+    long = runner.invoke(app, ["bench", str(tiny_llama), "--seq-len", "250", "--decode-tokens", "8", "--repeats", "3"])
+    assert long.exit_code == 2 and "--seq-len + --decode-tokens is 258 tokens" in long.output and "at most 256" in long.output

@@ -97,6 +97,9 @@ def test_ci_resume_reuses_unchanged_runs_and_redoes_changed_ones(recipes):
     with (data / "test.csv").open("a") as f:
         f.write("the film was very good,positive\n")
     changed = run("ci", folder, "--only", "good", "--resume")
+    assert changed.exit_code == 2 and "computed from other inputs; pass --overwrite" in changed.output
+    assert weights.stat().st_mtime_ns == first
+    changed = run("ci", folder, "--only", "good", "--resume", "--overwrite")
     assert changed.exit_code == 0 and "(reused)" not in changed.output
     assert weights.stat().st_mtime_ns != first
 

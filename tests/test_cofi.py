@@ -333,3 +333,16 @@ def test_malformed_pruning_record_is_a_clear_error(cofi_run, tmp_path):
     (broken / "tfc.json").write_text(json.dumps(manifest))
     with pytest.raises(TfcError, match="malformed 'pruning'"):
         tfc_cli.load(broken)
+
+
+def test_pruned_output_is_refused_by_the_plain_classes_and_states_its_sizes(cofi_run):
+    from transformers import AutoModelForSequenceClassification
+
+    config = json.loads((cofi_run / "config.json").read_text())
+    layers = json.loads((cofi_run / "tfc.json").read_text())["changes"]["pruning"]["layers"]
+    assert config["intermediate_size"] == max(la["ffn"] for la in layers)
+    assert config["num_attention_heads"] == max(la["heads"] for la in layers)
+    assert config["tfc_per_layer"]["ffn_units"] == [la["ffn"] for la in layers]
+    assert sum(la["ffn"] for la in layers) < 2 * 37  # the original sizes are gone
+    with pytest.raises(OSError, match="no file named model.safetensors"):
+        AutoModelForSequenceClassification.from_pretrained(cofi_run)

@@ -27,10 +27,14 @@ def one_hot(pred: list[int], num_labels: int) -> np.ndarray:
     ([0, 1, 1, 1], [0, 1, 2, 2], 3, 0.5, (1 + 1 / 2 + 0) / 3),
     # 3 classes: 0: tp 2, fp 1, fn 0 -> 4/5; 1: tp 1, fp 0, fn 1 -> 2/3; 2: tp 1, fp 1, fn 1 -> 1/2
     ([0, 0, 1, 2, 0, 2], [0, 0, 1, 1, 2, 2], 3, 4 / 6, (4 / 5 + 2 / 3 + 1 / 2) / 3),
+    # a class the model knows but that is neither in the data nor predicted does not count (scikit-learn's rule)
+    ([0, 1, 1], [0, 1, 1], 3, 1.0, 1.0),
 ])
 def test_classification_metrics(pred, labels, num_labels, accuracy, macro_f1):
     m = classification_metrics(one_hot(pred, num_labels), np.array(labels), num_labels)
-    assert m == {"accuracy": pytest.approx(accuracy), "macro_f1": pytest.approx(macro_f1)}
+    majority = np.bincount(labels).max() / len(labels)
+    assert m == {"accuracy": pytest.approx(accuracy), "macro_f1": pytest.approx(macro_f1),
+                 "majority_rate": pytest.approx(majority), "predicted_classes": len(set(pred))}
     assert type(m["accuracy"]) is float and type(m["macro_f1"]) is float
 
 
@@ -82,7 +86,8 @@ def test_evaluate_a_perfect_runner_over_several_batches(tokenizer, data, monkeyp
     calls = []
     n = len(data.split("test"))
     result = evaluate(mood_runner(tokenizer, calls), tokenizer, data, max_length=16)
-    assert result == {"split": "test", "samples": n, "metric": "accuracy", "accuracy": 1.0, "macro_f1": 1.0}
+    assert result == {"split": "test", "samples": n, "metric": "accuracy", "accuracy": 1.0, "macro_f1": 1.0,
+                      "majority_rate": 0.5, "predicted_classes": 2, "warnings": []}
     assert len(calls) == -(-n // 7)  # ceil
     assert all(dtype == np.int64 and shape[0] <= 7 for call in calls for dtype, shape in call.values())
 
@@ -93,7 +98,8 @@ def test_evaluate_a_constant_runner(tokenizer, data):
                       max_length=16, split="validation")
     p = labels.mean()  # share of positives = accuracy of always-positive
     assert (result["split"], result["samples"]) == ("validation", len(labels))
-    assert result["accuracy"] == pytest.approx(p)
+    assert result["accuracy"] == pytest.approx(p) == pytest.approx(result["majority_rate"])
+    assert "predicts a single class" in result["warnings"][0]
     assert result["macro_f1"] == pytest.approx((0 + 2 * p / (2 * p + (1 - p))) / 2)
     assert 0 < p < 1
 

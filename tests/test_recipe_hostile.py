@@ -1,7 +1,6 @@
 """Recipes written to hurt: alias bombs, merge keys, several problems at once, bad encodings, huge values."""
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest

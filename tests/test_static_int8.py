@@ -204,4 +204,4 @@ def test_smoothquant_static_int8_recipe_and_validation(make_recipe, tmp_path):
       - {type: quantize, method: dynamic-int8, smoothquant: 0.5}
     """, name="bad")
     result = runner.invoke(app, ["validate", str(bad)])
-    assert result.exit_code == 2 and "smoothquant applies before static activation scales" in result.output
+    assert result.exit_code == 2 and "'smoothquant' does not apply to method 'dynamic-int8'" in result.output

@@ -209,7 +209,9 @@ def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPo
     try:
         tokenizer = load_tokenizer(info.source, policy)
         config = AutoConfig.from_pretrained(info.source, **policy.config_kwargs())
-        model = from_pretrained_strictly(model_class(config), info.source, dtype="float32", **policy.weights_kwargs()).eval()
+        fresh_head = not info.has_classification_head and not info.is_causal_lm  # timing a base model: any head will do
+        model = from_pretrained_strictly(model_class(config), info.source, fresh_head=fresh_head, dtype="float32",
+                                         **policy.weights_kwargs()).eval()
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model '{spec}': {str(err).splitlines()[0]}") from None
     folder = Path(info.source) if Path(info.source).is_dir() else Path(".")

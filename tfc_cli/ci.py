@@ -106,11 +106,13 @@ class Children:
         self._running: dict[int, tuple[str, subprocess.Popen]] = {}
         self._lock = threading.Lock()
         self.stopping = False
+        self.not_started = 0
 
     def run(self, name: str, cmd: list[str]) -> subprocess.CompletedProcess | None:
         """Run `cmd` to completion; None when ci is stopping (the child was not started, or was stopped)."""
         with self._lock:
             if self.stopping:
+                self.not_started += 1
                 return None
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self._running[proc.pid] = (name, proc)
@@ -195,12 +197,10 @@ def run_all(prepared: list[Prepared], jobs: int, resume: bool, on_done=None, ove
         with terminate_as_interrupt():
             return [f.result() for f in futures]
     except KeyboardInterrupt:
+        cancelled = sum(1 for f in futures if f.cancel())
         stopped = children.stop_all()
-        for f in futures:
-            f.cancel()
         pool.shutdown(wait=True)
-        not_started = sum(1 for f in futures if f.cancelled())
-        raise CiInterrupted(list(finished), stopped, not_started) from None
+        raise CiInterrupted(list(finished), stopped, cancelled + children.not_started) from None
     finally:
         pool.shutdown(wait=True)
 

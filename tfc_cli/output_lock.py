@@ -22,7 +22,19 @@ def lock_path(output: Path) -> Path:
 def output_lock(output: Path):
     """Hold the output's lock, or fail at once naming the process that holds it."""
     path = lock_path(output)
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked(path, output):
+            yield
+    finally:
+        for folder in created:  # folders made only to hold the lock go again when the run wrote nothing there
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+@contextlib.contextmanager
+def _locked(path: Path, output: Path):
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -7,7 +7,6 @@ whose fingerprints still match are loaded instead of recomputed. Each stage star
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import shutil
 import time
@@ -139,6 +138,7 @@ def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
 
 def compress(prepared: Prepared, overwrite: bool = False, resume: bool = False) -> dict:
     """Run the recipe; returns the report. Raises GateFailure (after writing everything) if a gate fails."""
+    check_free_space(prepared.info.source, prepared.output, len(prepared.recipe.stages))
     with output_lock(prepared.output):
         check_output(prepared.output, overwrite, prepared.inputs)  # again: another run may have finished meanwhile
         return _compress_locked(prepared, overwrite, resume)
@@ -147,7 +147,6 @@ def compress(prepared: Prepared, overwrite: bool = False, resume: bool = False) 
 def _compress_locked(prepared: Prepared, overwrite: bool, resume: bool) -> dict:
     recipe, started = prepared.recipe, time.perf_counter()
     fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
-    check_free_space(prepared.info.source, prepared.output, len(recipe.stages))
     progress.info(f"[bold]tfc compress[/] {recipe.name}: model {recipe.model}, {len(recipe.stages)} stage(s)")
     if is_lm(recipe):
         data = load_text_data(recipe.task)

@@ -87,7 +87,7 @@ def from_pretrained_strictly(auto_class, source: str, fresh_head: bool = False, 
         where = _file_of(source, (mismatched[0][0] if mismatched else next(iter(bad_missing | bad_unexpected))))
         raise TfcError(f"{where} does not match {Path(source) / 'config.json'}: " + "; ".join(problems))
     if fresh_head and missing:
-        progress.info(f"new classification head: {_listing(missing)} initialised from the seed, trained by finetune")
+        progress.info(f"new classification head: {_listing(missing)} (not in the checkpoint) initialised from the seed")
     if fresh_head and unexpected:
         progress.info(f"left behind from the checkpoint (not part of a classifier): {_listing(unexpected)}")
     return model

@@ -4,9 +4,11 @@ import json
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from ..bench import Protocol, bench_inputs, environment, peak_rss_mb, time_interleaved, weights_size
+from ..bench import (Protocol, bench_inputs, disturbance, environment, peak_rss_mb, ratio_interval, time_interleaved,
+                     weights_size)
 from ..checkpoint import open_model
 from .. import progress
 from ..errors import UsageError
@@ -15,7 +17,8 @@ from ..model_info import max_positions
 from ..model_state import is_causal_lm
 from ..runners import RUNTIMES, runner_on, runtimes_for
 from ..trust import LoadPolicy
-from .common import handle_errors, out, set_quiet
+from ..report import speed_with_interval
+from .common import err, handle_errors, out, set_quiet
 
 # Latency depends on shapes, not words: inputs are padded or cut to --seq-len whatever the text.
 _TEXTS = ["A quietly devastating film that earns every one of its tears, and a few of its laughs too.",
@@ -29,6 +32,13 @@ def _rss_mb() -> float:
 
 
 RUNTIME_CHOICES = ("native", *RUNTIMES, "all")
+
+
+def _warn_if_disturbed(protocol: dict) -> None:
+    disturbed = disturbance(protocol)
+    if disturbed:
+        err.print(f"[bold yellow]warning:[/] timing disturbed: {escape(disturbed)}; re-run on a quiet machine",
+                  highlight=False, soft_wrap=True)
 
 
 def _name_cell(key: str, row: dict, runtime: str) -> str:
@@ -48,6 +58,8 @@ def _bench_lm(runners: dict, rows: dict, prompt, protocol, decode_tokens: int, b
     result = {"models": rows, "environment": environment(protocol.threads), "peak_rss_mb": peak_rss_mb()}
     if baseline and runtime != "all":
         result["speedup"] = tps["model"] / tps["baseline"]
+        result["speedup_interval"] = ratio_interval(timing["baseline"]["decode"]["ms_per_token"],
+                                                    timing["model"]["decode"]["ms_per_token"])
     if runtime == "all":
         result["fastest"] = max(tps, key=tps.get)
     if as_json:
@@ -61,7 +73,8 @@ def _bench_lm(runners: dict, rows: dict, prompt, protocol, decode_tokens: int, b
                   f"{r['latency']['decode']['ms_per_token_p95']:.2f}", _size_cell(r), f"{r['load_rss_mb']:.0f} MB")
     out.print(t)
     if "speedup" in result:
-        out.print(f"decode speedup (ratio of tokens/s): [bold]{result['speedup']:.2f}x[/]")
+        out.print(f"decode (ratio of tokens/s): [bold]{speed_with_interval(result['speedup'], result['speedup_interval'])}[/]")
+    _warn_if_disturbed(next(iter(timing.values()))["protocol"])
     if "fastest" in result:
         out.print(f"fastest decode: [bold]{result['fastest']}[/] ({tps[result['fastest']]:.1f} tokens/s)")
 
@@ -123,6 +136,7 @@ def bench(
     p50 = {key: latency[key]["p50_ms"] for key in rows}
     if baseline and runtime != "all":
         result["speedup"] = p50["baseline"] / p50["model"]
+        result["speedup_interval"] = ratio_interval(latency["baseline"]["times_ms"], latency["model"]["times_ms"])
     if runtime == "all":
         result["fastest"] = min(p50, key=p50.get)
         reference = next((k for k in rows if k.startswith("baseline") and rows[k]["runtime"] == "torch"), None)
@@ -139,6 +153,7 @@ def bench(
                   f"{r['size']['params'] / 1e6:.2f} M" if "size" in r else "-", f"{r['load_rss_mb']:.0f} MB")
     out.print(t)
     if "speedup" in result:
-        out.print(f"speedup (ratio of p50): [bold]{result['speedup']:.2f}x[/]")
+        out.print(f"ratio of p50: [bold]{speed_with_interval(result['speedup'], result['speedup_interval'])}[/]")
+    _warn_if_disturbed(next(iter(latency.values()))["protocol"])
     if "fastest" in result:
         out.print(f"fastest: [bold]{result['fastest']}[/] ({p50[result['fastest']]:.2f} ms p50)")

@@ -83,18 +83,13 @@ class Quantize(Stage):
             problems.append("weight-only runs on backend 'onnxruntime' (set backend: onnxruntime)")
         if self.config.method == "weight-only" and self.config.algorithm == "hqq" and self.config.bits != 4:
             problems.append("algorithm 'hqq' quantizes to 4 bits only (set bits: 4, or algorithm: rtn)")
-        if self.config.method == "weight-only" and self.config.max_accuracy_drop is not None:
-            problems.append("max_accuracy_drop guards classification accuracy; it does not apply to weight-only")
         if self.config.method in ("static-int8", "qat-int8") and self.config.backend != "onnxruntime":
             problems.append(f"{self.config.method} runs on backend 'onnxruntime' (set backend: onnxruntime)")
         if self.config.method == "qat-int8" and info.model_type not in ADAPTERS:
             problems.append(f"qat-int8 does not know model type '{info.model_type}' (known: {', '.join(sorted(ADAPTERS))})")
-        if self.config.smoothquant is not None:
-            if self.config.method not in ("static-int8", "qat-int8"):
-                problems.append("smoothquant applies before static activation scales (method: static-int8 or qat-int8)")
-            elif info.model_type not in ADAPTERS:
-                problems.append(f"smoothquant does not know model type '{info.model_type}' "
-                                f"(known: {', '.join(sorted(ADAPTERS))})")
+        if self.config.smoothquant is not None and info.model_type not in ADAPTERS:  # the recipe allows it only for
+            problems.append(f"smoothquant does not know model type '{info.model_type}' "  # static-int8 and qat-int8
+                            f"(known: {', '.join(sorted(ADAPTERS))})")
         if self.config.max_accuracy_drop is not None and self.config.backend != "onnxruntime":
             problems.append("max_accuracy_drop needs backend 'onnxruntime'")
         return problems
