@@ -107,7 +107,7 @@ def test_atomic_output_replaces_only_on_success(tmp_path):
     final = tmp_path / "run"
     with atomic_output(final, overwrite=False) as tmp:
         (tmp / "a.txt").write_text("first")
-        (tmp / "tfc.json").write_text("{}")
+        (tmp / "tfc.json").write_text('{"tfc_version": "0.1.0"}')
     assert (final / "a.txt").read_text() == "first"
 
     with pytest.raises(RuntimeError):
@@ -120,13 +120,13 @@ def test_atomic_output_replaces_only_on_success(tmp_path):
     with atomic_output(final, overwrite=True) as tmp:
         (tmp / "b.txt").write_text("second")
     assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
-    (final / "tfc.json").write_text("{}")
+    (final / "tfc.json").write_text('{"tfc_version": "0.1.0"}')
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
 def test_non_empty_output_needs_overwrite(tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "tfc.json").write_text("{}")
+    (tmp_path / "run" / "tfc.json").write_text('{"tfc_version": "0.1.0"}')
     with pytest.raises(UsageError, match="--overwrite"):
         with atomic_output(tmp_path / "run", overwrite=False):
             pass

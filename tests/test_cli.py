@@ -137,7 +137,7 @@ def test_bench_on_a_runtime_an_onnx_model_cannot_use_is_one_clear_error(tmp_path
     recipe = make_recipe()  # finetune -> quantize (onnxruntime)
     assert run("compress", recipe, "--quiet").exit_code == 0
     result = run("bench", tmp_path / "out" / "tiny", "--runtime", "torch")
-    assert result.exit_code == 1 and "runs on onnxruntime only" in result.output
+    assert result.exit_code == 2 and "runs on onnxruntime only" in result.output  # a usage error
     assert run("bench", tmp_path / "out" / "tiny", "--runtime", "tpu").exit_code == 2
 
 

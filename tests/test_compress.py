@@ -138,7 +138,7 @@ def test_crash_in_a_stage_leaves_previous_output_intact(make_recipe, tmp_path, m
     out = tmp_path / "out" / "tiny"
     out.mkdir(parents=True)
     (out / "old.txt").write_text("previous result")
-    (out / "tfc.json").write_text("{}")  # a previous tfc result: --overwrite may replace it
+    (out / "tfc.json").write_text('{"tfc_version": "0.1.0"}')  # a previous tfc result: --overwrite may replace it
 
     def boom(self, state, ctx):
         raise RuntimeError("disk on fire")

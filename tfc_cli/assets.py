@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AssetMissing, TfcError
+from .errors import AssetMissing, TfcError, UsageError
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _installed_location(asset: Asset) -> Path | None:
 
 def lookup(name: str) -> Asset:
     if name not in ASSETS:
-        raise TfcError(f"unknown demo asset 'demo:{name}' (known: {', '.join('demo:' + n for n in ASSETS)})")
+        raise UsageError(f"unknown demo asset 'demo:{name}' (known: {', '.join('demo:' + n for n in ASSETS)})")
     return ASSETS[name]
 
 

@@ -7,6 +7,7 @@ first and puts the second back.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -15,7 +16,14 @@ from pathlib import Path
 from .errors import UsageError
 
 
-RESULT_MARKERS = ("tfc.json", "report.json")  # what makes a folder a tfc result that --overwrite may replace
+def is_tfc_result(folder: Path) -> bool:
+    """A folder tfc wrote: its tfc.json is a manifest with a tfc version (what --overwrite may replace). A report.json
+    alone is not enough: that name is common."""
+    try:
+        manifest = json.loads((folder / "tfc.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "tfc_version" in manifest
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -36,11 +44,18 @@ def check_output(final: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) ->
                              "that input. Choose another output")
         if source.is_dir() and _within(target, source):
             raise UsageError(f"output {final} lies inside an input folder ({given}); choose an output outside it")
+    if final.is_symlink():
+        raise UsageError(f"output {final} is a symbolic link; give the folder it points to, or another output")
     if final.exists() and not final.is_dir():
         raise UsageError(f"output {final} exists and is not a folder")
+    parent = next((p for p in target.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"output {final}: {parent} is a file, not a folder")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"output {final}: cannot write in {parent} (permission denied)")
     if final.is_dir() and any(final.iterdir()):
-        if not any((final / m).is_file() for m in RESULT_MARKERS):
-            raise UsageError(f"output {final} is not empty and is not a tfc result (no {' or '.join(RESULT_MARKERS)}); "
+        if not is_tfc_result(final):
+            raise UsageError(f"output {final} is not empty and is not a tfc result (no tfc.json written by tfc); "
                              "tfc will not replace it, even with --overwrite. Choose another output")
         if not overwrite:
             raise UsageError(f"output {final} holds a previous result; pass --overwrite to replace it")

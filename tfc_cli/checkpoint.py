@@ -196,7 +196,7 @@ def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPo
 
     from .model_info import model_info
     from .model_state import model_class, quiet_transformers
-    from .strict_load import from_pretrained_strictly
+    from .strict_load import check_tokenizer_fits, from_pretrained_strictly
 
     info = model_info(spec, policy)
     if info.manifest is not None:
@@ -214,5 +214,6 @@ def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPo
                                          **policy.weights_kwargs()).eval()
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model '{spec}': {str(err).splitlines()[0]}") from None
+    check_tokenizer_fits(tokenizer, model.config, info.source)
     folder = Path(info.source) if Path(info.source).is_dir() else Path(".")
     return Checkpoint(folder, {"runtime": "torch", "changes": {}}, model.config, tokenizer, model=model)

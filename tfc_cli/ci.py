@@ -29,7 +29,9 @@ EXIT_BY_STATUS = {"passed": 0, "gates failed": 3, "gates inconclusive": 3, "cras
 def discover(folder: Path, only: str | None = None) -> list[Path]:
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
-    found = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    # hidden folders (.github, .venv, ...) hold workflow and tool files, not recipes
+    found = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if only:
         found = [p for p in found if fnmatch.fnmatch(p.stem, only) or fnmatch.fnmatch(str(p.relative_to(folder)), only)]
     if not found:
@@ -141,6 +143,17 @@ class Children:
         return [name for name, _ in running]
 
 
+def _error_message(proc: subprocess.CompletedProcess) -> str:
+    """The child's 'error:' message (not the '--debug' hint printed after it), else its last line."""
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    errors = [i for i, ln in enumerate(lines) if ln.startswith("error: ")]
+    if errors:
+        start = errors[0]
+        rest = [ln for ln in lines[start + 1:] if not ln.startswith("(run with --debug")]
+        return " ".join([lines[start].removeprefix("error: "), *rest]).strip()
+    return lines[-1] if lines else f"exit code {proc.returncode}"
+
+
 def run_one(prepared: Prepared, resume: bool, overwrite: bool = False, children: Children | None = None) -> RunSummary | None:
     """One recipe as its own process; None if ci was stopped before it finished."""
     name, started = prepared.recipe.name, time.perf_counter()
@@ -154,9 +167,7 @@ def run_one(prepared: Prepared, resume: bool, overwrite: bool = False, children:
         return None
     wall = time.perf_counter() - started
     if proc.returncode not in (0, 3):
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        message = lines[-1] if lines else f"exit code {proc.returncode}"
-        return RunSummary(name, "crashed", None, message.removeprefix("error: "), wall)
+        return RunSummary(name, "crashed", None, _error_message(proc), wall)
     report = _finished_report(prepared)
     if report is None:
         return RunSummary(name, "crashed", None, "finished without a report.json", wall)

@@ -5,6 +5,8 @@ measured on is chosen here (test, else validation).
 """
 from __future__ import annotations
 
+import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +50,16 @@ def _load_files(files: dict[str, str]):
     if len(exts) != 1 or next(iter(exts)) not in _FORMATS:
         raise TfcError(f"dataset files must share one format among {', '.join(_FORMATS)}; got {', '.join(sorted(exts))}")
     ext = next(iter(exts))
-    kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
-    try:
-        return datasets.load_dataset(_FORMATS[ext], data_files=dict(files), **kwargs)
-    except Exception as err:  # datasets raises many kinds; name the files and the cause it wraps
-        raise TfcError(f"could not read dataset files {', '.join(files.values())}: {root_cause(err)}") from None
+    # TSV has no quoting (GLUE and most tools write it so): with CSV quoting a text holding a '"' silently swallowed
+    # the rows after it into one cell.
+    kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if ext == ".tsv" else {}
+    splits = {}
+    for split, f in files.items():  # one file at a time: a column present in one split only is not a cast error
+        try:
+            splits[split] = datasets.load_dataset(_FORMATS[ext], data_files={split: f}, **kwargs)[split]
+        except Exception as err:  # datasets raises many kinds; name the file and the cause it wraps
+            raise TfcError(f"could not read dataset file {f}: {root_cause(err)}") from None
+    return datasets.DatasetDict(splits)
 
 
 def root_cause(err: BaseException) -> str:
@@ -115,7 +122,7 @@ def _load_raw(dataset):
     import datasets
 
     if isinstance(dataset, dict):
-        return _load_files({str(k): str(v) for k, v in dataset.items()}), str(dataset)
+        return _load_files({str(k): str(Path(str(v)).expanduser()) for k, v in dataset.items()}), str(dataset)
     if dataset == "demo:rotten-tomatoes":
         return _demo_rotten_tomatoes(), dataset
     if dataset.startswith("demo:"):
@@ -148,11 +155,27 @@ def _normalise(ds, text: str, text_pair: str | None, label: str, where: str):
     if missing:
         raise TfcError(f"{where}: no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(ds.column_names)})")
     ds = ds.select_columns(wanted)
+    for column in (text, text_pair):
+        if column:
+            empty = next((i for i, v in enumerate(ds[column]) if not isinstance(v, str)), None)
+            if empty is not None:
+                raise TfcError(f"{where}: column '{column}' has no text in row {empty + 1} (got {ds[column][empty]!r})")
     feature = ds.features[label]
     if not isinstance(feature, datasets.ClassLabel):
         values = list(ds[label])
-        if any(v is None for v in values):
-            raise TfcError(f"{where}: column '{label}' has empty labels")
+        blank = next((i for i, v in enumerate(values) if v is None or (isinstance(v, float) and math.isnan(v))
+                      or (isinstance(v, str) and not v.strip())), None)
+        if blank is not None:
+            raise TfcError(f"{where}: column '{label}' has empty labels (row {blank + 1})")
+        if all(isinstance(v, float) and v.is_integer() for v in values):
+            values = [int(v) for v in values]  # 1.0 is id 1 (pandas writes integer columns with a gap as floats)
+            ds = ds.cast_column(label, datasets.Value("int64"))
+        kinds = {type(v) for v in values}
+        if len(kinds) > 1 or not kinds <= {int, str}:
+            example = ", ".join(sorted({repr(v) for v in values}, key=len)[:4])
+            raise TfcError(f"{where}: column '{label}' must hold integer ids or names, one kind, got {example}")
+        if kinds == {str}:
+            _check_distinct_names(sorted(set(values)), where, label)
         if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             if min(values) < 0:
                 raise TfcError(f"{where}: integer labels must be >= 0, found {min(values)}")
@@ -161,6 +184,17 @@ def _normalise(ds, text: str, text_pair: str | None, label: str, where: str):
             return _rename(ds.cast_column(label, datasets.ClassLabel(names=names)), text, text_pair, label)
         ds = ds.class_encode_column(label)
     return _rename(ds, text, text_pair, label)
+
+
+def _check_distinct_names(names: list[str], where: str, label: str) -> None:
+    """'positive' and 'Positive ' are one label mistyped, not two classes."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.strip().casefold()
+        if key in seen:
+            raise TfcError(f"{where}: labels {seen[key]!r} and {name!r} in column '{label}' differ only in case or "
+                           "spaces; fix the data so each class has one name")
+        seen[key] = name
 
 
 def _rename(ds, text: str, text_pair: str | None, label: str):
@@ -183,6 +217,7 @@ def load_task_data(task, seed: int = 0, hold_out_test: bool = False) -> TaskData
         splits[name] = _normalise(ds, task.text, task.text_pair, task.label, f"dataset {source}, split '{name}'")
     # Every split must share one label vocabulary (class_encode_column sorts names per split).
     names = sorted({n for ds in splits.values() for n in ds.features["label"].names}, key=_label_order)
+    _check_distinct_names(names, f"dataset {source}", task.label)
     splits = {k: _align_labels(ds, names) for k, ds in splits.items()}
     if len(names) < 2:
         raise TfcError(f"dataset {source}: a classification task needs at least 2 labels, found {names}")

@@ -43,6 +43,10 @@ class ModelNotFound(UsageError):
     """A model named by a local path that is not there (or not a model folder). Exit code 2."""
 
 
+class HubUnavailable(TfcError):
+    """A hub id whose config could not be fetched (offline, or no such repository). Exit code 1."""
+
+
 class GateFailure(TfcError):
     """A quality gate failed; the report was still written. Exit code 3."""
 

@@ -8,6 +8,9 @@ the threshold. An inconclusive gate fails the run like a failed one (exit code 3
 from __future__ import annotations
 
 
+EPSILON = 1e-9  # far below any metric's resolution (1 / samples), far above float rounding
+
+
 def _judge_interval(interval: dict | None, value: float, threshold: float) -> str:
     if interval is None:
         return "pass" if value >= threshold else "fail"
@@ -30,8 +33,8 @@ def evaluate_gates(gates, comparison: dict) -> list[dict]:
             continue
         if name == "min_speedup":
             status = _judge_interval(interval, value, threshold)
-        else:
-            status = "pass" if value <= threshold else "fail"
+        else:  # 0.86 - 0.835 is 0.025000000000000022 in floats: a drop equal to the limit passes
+            status = "pass" if value <= threshold + EPSILON else "fail"
         entry = {"name": name, "threshold": threshold, "value": value, "status": status, "passed": status == "pass"}
         if interval is not None and name == "min_speedup":
             entry["interval"] = [interval["low"], interval["high"]]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .assets import asset_path
-from .errors import ModelNotFound, TfcError
+from .errors import HubUnavailable, ModelNotFound, TfcError
 from .labels import head_labels
 from .trust import LoadPolicy
 
@@ -48,6 +48,7 @@ class ModelInfo:
     manifest: dict | None  # tfc.json when the model is a tfc checkpoint
     label_names: tuple[str, ...] = ()  # a classification head's id2label, in id order
     max_positions: int | None = None  # the longest sequence the position embeddings allow
+    head_problem: str | None = None  # why the head cannot be measured as a single-label classifier
 
     def position_problem(self, tokens: int, what: str) -> str | None:
         if self.max_positions is not None and tokens > self.max_positions:
@@ -113,6 +114,16 @@ def check_manifest(manifest, path: Path) -> dict:
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet")  # positions start after padding_idx
 
 
+def head_kind_problem(config) -> str | None:
+    """tfc measures single-label classifiers: a regression or multi-label head would be scored by argmax, wrongly."""
+    kind = getattr(config, "problem_type", None)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or ()))
+    if kind in ("regression", "multi_label_classification") or (is_classifier and kind is None and config.num_labels == 1):
+        return (f"its head is for {kind or 'regression (num_labels 1)'}; tfc measures single-label classification "
+                "(accuracy of the argmax)")
+    return None
+
+
 def max_positions(config) -> int | None:
     """The longest sequence the model's position embeddings take (None when not recorded, e.g. some rotary models)."""
     n = next((getattr(config, k) for k in ("max_position_embeddings", "n_positions") if getattr(config, k, None)), None)
@@ -130,8 +141,8 @@ def model_info(spec: str, policy: LoadPolicy = LoadPolicy()) -> ModelInfo:
     try:
         config = AutoConfig.from_pretrained(source, **policy.config_kwargs())
     except OSError as err:
-        raise TfcError(f"cannot read the config of model '{spec}': there is no local folder of that name, and as a hub "
-                       f"id: {str(err).splitlines()[0]}") from None
+        raise HubUnavailable(f"cannot read the config of model '{spec}': there is no local folder of that name, and as "
+                             f"a hub id: {str(err).splitlines()[0]}") from None
     except ValueError as err:
         raise TfcError(f"model '{spec}': {err}") from None
     architectures = tuple(config.architectures or ())
@@ -148,5 +159,6 @@ def model_info(spec: str, policy: LoadPolicy = LoadPolicy()) -> ModelInfo:
         num_labels=config.num_labels,
         manifest=read_manifest(source) if Path(source).is_dir() else None,
         max_positions=max_positions(config),
+        head_problem=head_kind_problem(config),
         label_names=tuple(head_labels(config)) if any(a.endswith("ForSequenceClassification") for a in architectures) else (),
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import TfcError
 from .model_info import ModelInfo
-from .strict_load import from_pretrained_strictly
+from .strict_load import check_tokenizer_fits, from_pretrained_strictly
 from .trust import LoadPolicy, check_local_weights, load_tokenizer
 
 
@@ -58,6 +58,7 @@ def load_causal_lm(info: ModelInfo, policy: LoadPolicy = LoadPolicy()) -> ModelS
         model = from_pretrained_strictly(AutoModelForCausalLM, info.source, dtype="float32", **policy.weights_kwargs())
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model {info.source}: {str(err).splitlines()[0]}") from None
+    check_tokenizer_fits(tokenizer, model.config, info.source)
     return ModelState(model=model.eval(), tokenizer=tokenizer, config=model.config)
 
 
@@ -88,6 +89,7 @@ def load_for_task(info: ModelInfo, label_names: list[str], policy: LoadPolicy = 
                                          fresh_head=not info.has_classification_head, **policy.weights_kwargs(), **head)
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model {info.source}: {str(err).splitlines()[0]}") from None
+    check_tokenizer_fits(tokenizer, model.config, info.source)
     model.eval()
     model.config.architectures = [type(model).__name__]  # saved configs then say the model has its head
     return ModelState(model=model, tokenizer=tokenizer, config=model.config)

@@ -19,9 +19,13 @@ def export_onnx(model: torch.nn.Module, tokenizer, example_len: int = 16) -> byt
     kwargs = {n: enc[n] for n in names}
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     dynamic = {n: {0: batch, 1: seq} for n in names}
-    with library_noise_silenced():
-        program = torch.onnx.export(model.eval(), args=(), kwargs=kwargs, dynamo=True, dynamic_shapes=dynamic,
-                                    input_names=names, output_names=["logits"], verbose=False)
+    try:
+        with library_noise_silenced():
+            program = torch.onnx.export(model.eval(), args=(), kwargs=kwargs, dynamo=True, dynamic_shapes=dynamic,
+                                        input_names=names, output_names=["logits"], verbose=False)
+    except Exception as err:  # the exporter raises many kinds; the user needs the model and the first line
+        raise TfcError(f"could not export {type(model).__name__} to ONNX: "
+                       f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
     return program.model_proto.SerializeToString()
 
 

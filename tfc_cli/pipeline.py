@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from . import __version__, progress
 from .bench import bench_inputs
@@ -97,9 +98,9 @@ def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
     recipe, work = prepared.recipe, work_dir(prepared.output)
     start, records, refusal = resumable(work, recipe, fingerprint) if resume else (0, [], None)
     if resume:
-        progress.info(f"resuming: stages 1-{start} reused from {work}" if start else f"resuming: no finished stage in {work}")
+        progress.info(escape(f"resuming: stages 1-{start} reused from {work}" if start else f"resuming: no finished stage in {work}"))
         if refusal:
-            progress.info(refusal)
+            progress.info(escape(refusal))
     elif work.exists():
         shutil.rmtree(work)  # a fresh run never mixes with an older one's stages
     baseline_at = recipe.baseline_index
@@ -147,7 +148,7 @@ def compress(prepared: Prepared, overwrite: bool = False, resume: bool = False) 
 def _compress_locked(prepared: Prepared, overwrite: bool, resume: bool) -> dict:
     recipe, started = prepared.recipe, time.perf_counter()
     fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
-    progress.info(f"[bold]tfc compress[/] {recipe.name}: model {recipe.model}, {len(recipe.stages)} stage(s)")
+    progress.info(f"[bold]tfc compress[/] {escape(recipe.name)}: model {escape(recipe.model)}, {len(recipe.stages)} stage(s)")
     if is_lm(recipe):
         data = load_text_data(recipe.task)
     else:

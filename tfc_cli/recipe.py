@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -16,6 +17,8 @@ from .trust import PINNED_REVISION, LoadPolicy
 from .yaml_lines import LineDict, LineList, load_yaml, yaml_error_problem
 
 SCHEMA_VERSION = 1
+SAFE_NAME = re.compile(r"^[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,127}$")  # a run name becomes a folder name: no '/', no leading '.'
+
 # numpy seeds must be below 2**32 and every stage starts from seed + its index: 2**31 - 1 leaves room for both.
 MAX_SEED = 2**31 - 1
 
@@ -210,16 +213,53 @@ def parse_recipe_text(text: str, path: Path) -> Recipe:
                                 "hash, so the code that runs is the code that was reviewed"))
     if top is not None:
         problems += _task_gate_problems(top, data)
+        if top.name is not None and not SAFE_NAME.match(top.name):
+            problems.append(Problem(data.line_of("name"), f"'name' must be a folder name (no '/' or '\\', not starting "
+                                    f"with '.', at most 128 characters), got {short_repr(top.name)}: it names the "
+                                    "output folder runs/<name>"))
     if problems:
         raise RecipeError(str(path), sorted(problems, key=lambda p: p.line or 0))
     name = top.name or path.stem
     return Recipe(
         path=path, name=name, seed=top.seed, model=top.model, task=top.task, stages=tuple(stages),
-        gates=top.gates, bench=top.bench, output=Path(top.output or f"runs/{name}"),
+        gates=top.gates, bench=top.bench, output=Path(top.output or f"runs/{name}").expanduser(),
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         policy=LoadPolicy(top.allow_pickle_weights, top.trust_remote_code, top.revision),
         lines={k: data.line_of(k) for k in data},
     )
+
+
+def data_problems(recipe: Recipe) -> list[Problem]:
+    """What can be known about local data without reading it: files exist, the splits the stages need are there,
+    csv/tsv/jsonl files name the columns the task reads."""
+    task, line = recipe.task, recipe.lines.get("task")
+    dataset = task.dataset
+    if isinstance(dataset, str) and (dataset.startswith("demo:") or not looks_like_local(dataset)):
+        return []  # demo assets and hub ids are checked when loaded
+    if isinstance(dataset, str) and Path(dataset).expanduser().is_file():
+        return [] if task.type == "causal-lm" else [Problem(line, f"dataset {dataset} is one file: give split files as a "
+                                                            f"mapping, e.g. dataset: {{train: ..., test: {dataset}}}")]
+    files = ({str(k): Path(str(v)).expanduser() for k, v in dataset.items()} if isinstance(dataset, dict)
+             else _folder_files(Path(dataset).expanduser()))
+    if files is None:
+        return [Problem(line, f"dataset {dataset}: no such file or folder")]
+    problems = [Problem(line, f"dataset file for split '{s}' not found: {f}") for s, f in files.items() if not f.is_file()]
+    if task.type == "causal-lm" or problems:
+        return problems
+    needs = [s.type for s in recipe.stages if s.stage.needs_train()]
+    if needs and "train" not in files:
+        problems.append(Problem(line, f"stage(s) {', '.join(sorted(set(needs)))} need a 'train' split; the dataset has "
+                                f"{', '.join(files) or 'no split files'}"))
+    if task.eval_split and task.eval_split not in files and not (task.eval_split == "validation" and "train" in files):
+        problems.append(Problem(line, f"eval_split '{task.eval_split}' is not among the dataset's splits ({', '.join(files)})"))
+    wanted = [c for c in (task.text, task.text_pair, task.label) if c]
+    for split, f in files.items():
+        columns = header_columns(f)
+        missing = [c for c in wanted if columns is not None and c not in columns]
+        if missing:
+            problems.append(Problem(line, f"dataset file {f} (split '{split}') has no column "
+                                    f"{', '.join(repr(c) for c in missing)} (columns: {', '.join(columns)})"))
+    return problems
 
 
 def _position_problems(recipe: Recipe, info: Any) -> list[Problem]:
@@ -240,11 +280,13 @@ def stage_problems(recipe: Recipe, info: Any) -> None:
                                     f"(it applies to {', '.join(spec.stage.tasks)})"))
             continue
         problems += [Problem(spec.line, f"stage '{spec.type}': {msg}") for msg in spec.stage.validate(info, task)]
-    problems += _position_problems(recipe, info)
+    problems += _position_problems(recipe, info) + data_problems(recipe)
     if task == "causal-lm":
         if not info.is_causal_lm:
             problems.append(Problem(recipe.lines.get("model"), f"model '{recipe.model}' is not a causal LM "
                                     f"(architectures: {', '.join(info.architectures) or 'none'})"))
+    elif info.head_problem:
+        problems.append(Problem(recipe.lines.get("model"), f"model '{recipe.model}': {info.head_problem}"))
     elif not info.has_classification_head:
         first = next((s for s in recipe.stages if s.stage.trains_head), None)
         if first is None or first is not recipe.stages[0]:
@@ -252,3 +294,43 @@ def stage_problems(recipe: Recipe, info: Any) -> None:
                                     "for this task: make 'finetune' the first stage"))
     if problems:
         raise RecipeError(str(recipe.path), problems)
+
+
+def looks_like_local(spec: str) -> bool:
+    return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.endswith(DATA_SUFFIXES)
+
+
+def _folder_files(path: Path) -> dict[str, Path] | None:
+    """Split name -> file for a data folder (None if there is no such folder)."""
+    if not path.is_dir():
+        return None
+    if (path / "dataset_dict.json").is_file():
+        import json
+
+        try:
+            return {s: path / s for s in json.loads((path / "dataset_dict.json").read_text())["splits"]}
+        except (ValueError, KeyError, TypeError):
+            return {}
+    return {f.stem: f for f in sorted(path.iterdir()) if f.suffix.lower() in DATA_SUFFIXES}
+
+
+DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
+
+
+def header_columns(path: Path) -> list[str] | None:
+    """The column names of a csv/tsv (its header) or jsonl (its first record) file; None when not cheaply known."""
+    import csv
+    import json
+
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in (".csv", ".tsv", ".jsonl"):
+        return None
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            if suffix == ".jsonl":
+                first = next((ln for ln in f if ln.strip()), "")
+                record = json.loads(first) if first else {}
+                return list(record) if isinstance(record, dict) else None
+            return next(csv.reader(f, delimiter="\t" if suffix == ".tsv" else ","), [])
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error):
+        return None  # unreadable: the run says why, with the file's name

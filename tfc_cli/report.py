@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from .bench import ratio_interval
 from .errors import TfcError
@@ -149,12 +150,12 @@ def protocol_line(report: dict) -> str:
 
 
 def table(report: dict) -> Table:
-    t = Table(title=f"tfc report: {report['recipe']['name']}")
+    t = Table(title=Text(f"tfc report: {report['recipe']['name']}"))
     for col in ("", "baseline", "compressed", "change"):
         t.add_column(col, justify="left" if not col else "right")
     for row in rows(report):
-        t.add_row(*row)
-    t.caption = protocol_line(report)
+        t.add_row(*(Text(cell) for cell in row))
+    t.caption = Text(protocol_line(report) + (f"; {report['task']['held_out']}" if report["task"].get("held_out") else ""))
     return t
 
 

@@ -71,15 +71,17 @@ def runtimes_for(ckpt) -> list[str]:
 
     if ckpt.onnx is not None:
         return ["onnxruntime"]
+    if (getattr(ckpt, "manifest", None) or {}).get("changes", {}).get("quantization"):
+        return ["torch"]  # tfc's INT8 layers (torch._int_mm) have no ONNX export and gain nothing from compiling here
     return ["torch", "onnxruntime"] if is_causal_lm(ckpt.config) else list(RUNTIMES)
 
 
 def runner_on(ckpt, runtime: str, threads: int | None = None):
     """`ckpt` executed by `runtime`; a torch model is compiled, or exported (fp32) to ONNX Runtime, on demand."""
-    from .errors import TfcError
+    from .errors import UsageError
 
     if runtime not in runtimes_for(ckpt):
-        raise TfcError(f"{ckpt.folder} is an ONNX model: it runs on onnxruntime only, not {runtime}")
+        raise UsageError(f"{ckpt.folder} runs on {' or '.join(runtimes_for(ckpt))} only, not {runtime}")
     if ckpt.onnx is not None or runtime == "torch":
         return runner_for(ckpt, threads)
     from .model_state import is_causal_lm

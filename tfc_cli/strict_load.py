@@ -91,3 +91,13 @@ def from_pretrained_strictly(auto_class, source: str, fresh_head: bool = False, 
     if fresh_head and unexpected:
         progress.info(f"left behind from the checkpoint (not part of a classifier): {_listing(unexpected)}")
     return model
+
+
+def check_tokenizer_fits(tokenizer, config, source: str) -> None:
+    """A tokenizer that produces ids beyond the model's embedding rows fails deep inside the forward pass (an
+    IndexError, or on CUDA a device assert); say so at load instead."""
+    vocab = getattr(config, "vocab_size", None)
+    if vocab and len(tokenizer) > vocab:
+        raise TfcError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the model's embeddings hold {vocab} "
+                       "(config.json vocab_size): ids beyond it cannot be embedded. The tokenizer files belong to "
+                       "another model")

@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from rich.table import Column, Table
+from rich.text import Text
 
 from .gates import describe
 from .gates import status_of as gate_status
@@ -62,9 +63,9 @@ HEADERS = ["recipe", "stages", "metric baseline -> compressed", "size ratio", "s
 
 
 def table(runs: list[RunSummary], title: str) -> Table:
-    t = Table(*[Column(h, no_wrap=h in ("recipe", "status")) for h in HEADERS], title=title)
+    t = Table(*[Column(h, no_wrap=h in ("recipe", "status")) for h in HEADERS], title=Text(title))
     for run in runs:
-        t.add_row(*cells(run))
+        t.add_row(*(Text(cell) for cell in cells(run)))  # names and messages are the user's: never markup
     return t
 
 

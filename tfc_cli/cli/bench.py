@@ -34,6 +34,11 @@ def _rss_mb() -> float:
 RUNTIME_CHOICES = ("native", *RUNTIMES, "all")
 
 
+def _bound(runner, inputs: dict):
+    """`runner` called on its own model's inputs, whatever it is passed."""
+    return lambda _batch: runner(inputs)
+
+
 def _warn_if_disturbed(protocol: dict) -> None:
     disturbed = disturbance(protocol)
     if disturbed:
@@ -76,7 +81,7 @@ def _bench_lm(runners: dict, rows: dict, prompt, protocol, decode_tokens: int, b
         out.print(f"decode (ratio of tokens/s): [bold]{speed_with_interval(result['speedup'], result['speedup_interval'])}[/]")
     _warn_if_disturbed(next(iter(timing.values()))["protocol"])
     if "fastest" in result:
-        out.print(f"fastest decode: [bold]{result['fastest']}[/] ({tps[result['fastest']]:.1f} tokens/s)")
+        out.print(f"fastest decode: [bold]{escape(result['fastest'])}[/] ({tps[result['fastest']]:.1f} tokens/s)")
 
 
 @handle_errors
@@ -102,7 +107,7 @@ def bench(
     set_quiet(quiet or as_json)
     protocol = Protocol(batch_size, seq_len, threads, warmup, repeats).resolved()
     specs = {"model": model} | ({"baseline": baseline} if baseline else {})
-    runners, rows, kinds = {}, {}, set()
+    runners, rows, kinds, vocabularies = {}, {}, set(), []
     for name, spec in specs.items():
         before = _rss_mb()
         ckpt = open_model(spec, require_head=False, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
@@ -117,14 +122,19 @@ def bench(
         if (limit := max_positions(ckpt.config)) is not None and longest > limit:
             what = "--seq-len + --decode-tokens" if is_causal_lm(ckpt.config) else "--seq-len"
             raise UsageError(f"{what} is {longest} tokens, but the positions of {spec} allow at most {limit}")
+        vocabularies.append(ckpt.tokenizer.get_vocab())
+        if is_causal_lm(ckpt.config) and vocabularies[0] != vocabularies[-1]:
+            raise UsageError(f"{spec} has another tokenizer than {model}: the two LMs would not decode the same prompt")
+        # each model reads its own tokenizer's ids (the same texts, padded to the same shape)
         inputs = ({"input_ids": prompt_ids(ckpt.tokenizer, " ".join(_TEXTS), seq_len)} if is_causal_lm(ckpt.config)
                   else bench_inputs(ckpt.tokenizer, _TEXTS, batch_size, seq_len))
         chosen = runtimes_for(ckpt) if runtime == "all" else [ckpt.runtime if runtime == "native" else runtime]
         for rt in chosen:
             key = name if runtime != "all" else f"{name}:{rt}"
-            progress.info(f"preparing {spec} on {rt}")
-            runners[key] = runner_on(ckpt, rt, protocol.threads)
-            runners[key](inputs)  # compiles / builds the session before anything is timed
+            progress.info(escape(f"preparing {spec} on {rt}"))
+            runner = runner_on(ckpt, rt, protocol.threads)
+            runner(inputs)  # compiles / builds the session before anything is timed
+            runners[key] = runner if is_causal_lm(ckpt.config) else _bound(runner, inputs)
             rows[key] = {"source": spec, "runtime": rt, "load_rss_mb": load_rss} | ({"size": size} if size else {})
     if kinds == {True}:
         _bench_lm(runners, rows, inputs["input_ids"], protocol, decode_tokens, baseline, runtime, as_json)
@@ -156,4 +166,4 @@ def bench(
         out.print(f"ratio of p50: [bold]{speed_with_interval(result['speedup'], result['speedup_interval'])}[/]")
     _warn_if_disturbed(next(iter(latency.values()))["protocol"])
     if "fastest" in result:
-        out.print(f"fastest: [bold]{result['fastest']}[/] ({p50[result['fastest']]:.2f} ms p50)")
+        out.print(f"fastest: [bold]{escape(result['fastest'])}[/] ({p50[result['fastest']]:.2f} ms p50)")

@@ -38,8 +38,8 @@ def ci(
     progress.info(f"{len(valid)} recipe(s) valid; running {'with ' + str(jobs) + ' jobs' if jobs > 1 else 'one at a time'}")
 
     def done(run):
-        progress.info(f"  {run.name}: {run.status}{' (reused)' if run.reused else ''} in {run.wall_s:.0f} s"
-                      + (f" - {run.message}" if run.message else ""))
+        progress.info(escape(f"  {run.name}: {run.status}{' (reused)' if run.reused else ''} in {run.wall_s:.0f} s"
+                             + (f" - {run.message}" if run.message else "")))
 
     runs = ci_lib.run_all(valid, jobs, resume, on_done=done, overwrite=overwrite)
     title = f"tfc ci {folder}"
@@ -49,5 +49,5 @@ def ci(
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text())
-            err.print(f"wrote {path}", soft_wrap=True)
+            err.print(f"wrote {escape(str(path))}", soft_wrap=True)
     raise typer.Exit(ci_lib.exit_code(runs))

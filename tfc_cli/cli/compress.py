@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from ..errors import GateFailure, Interrupted
 from ..pipeline import compress as run_compress
@@ -27,7 +28,7 @@ def compress(
     prepared = prepare(recipe, output, overwrite)
     if dry_run:
         print_plan(prepared.recipe, prepared.info)
-        out.print(f"dry run: would write {prepared.output}")
+        out.print(f"dry run: would write {escape(str(prepared.output))}")
         return
     before = _result_stamp(prepared.output)
     try:
@@ -39,11 +40,11 @@ def compress(
     except GateFailure as failure:
         out.print(table(failure.report))
         print_warnings(failure.report)
-        out.print(f"report: {prepared.output / 'report.md'}")
+        out.print(f"report: {escape(str(prepared.output / 'report.md'))}")
         raise
     out.print(table(report))
     print_warnings(report)
-    out.print(f"wrote {prepared.output} (model, tfc.json, report.json, report.md, report.html)", soft_wrap=True)
+    out.print(f"wrote {escape(str(prepared.output))} (model, tfc.json, report.json, report.md, report.html)", soft_wrap=True)
     if report["gates"]:
         err.print("all gates passed: " + ", ".join(g["name"] for g in report["gates"]))
 

@@ -16,7 +16,7 @@ from ..evaluate import evaluate
 from ..labels import head_labels, match_trained_head
 from ..lm.data import load_text_data
 from ..lm.perplexity import perplexity, text_token_ids
-from ..model_info import max_positions
+from ..model_info import head_kind_problem, max_positions
 from ..model_state import is_causal_lm
 from ..recipe import TaskConfig, parse_recipe
 from ..runners import runner_for
@@ -72,6 +72,8 @@ def eval_command(
     set_quiet(quiet or as_json)
     task = _task(recipe, dataset, text, text_pair, label, max_length or 128, max_samples, split, max_length)
     ckpt = open_model(model, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
+    if not is_causal_lm(ckpt.config) and (problem := head_kind_problem(ckpt.config)):
+        raise UsageError(f"model {model}: {problem}")
     limit = max_positions(ckpt.config)
     if limit is not None and not recipe and not max_length:
         task = dataclasses.replace(task, max_length=min(128, limit))
@@ -86,7 +88,10 @@ def eval_command(
     elif task.type == "causal-lm":
         raise UsageError(f"the recipe's task is causal-lm but {model} is not a causal LM")
     else:
-        data = match_trained_head(load_task_data(task), head_labels(ckpt.config), model)
+        # with --recipe, the split `tfc compress` measured (its seed, and its held-out test split when the data has none)
+        loaded = (load_task_data(task, seed=parse_recipe(recipe).seed, hold_out_test=True) if recipe
+                  else load_task_data(task))
+        data = match_trained_head(loaded, head_labels(ckpt.config), model)
         result = {"model": model, "dataset": data.source, "runtime": ckpt.runtime,
                   **evaluate(runner_for(ckpt), ckpt.tokenizer, data, task.max_length, label=model)}
         headers = ("model", "runtime", "split", "samples", "accuracy", "majority-class rate", "macro F1")

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from ..errors import TfcError
 from ..report_html import runs_html
@@ -37,7 +38,7 @@ def compare(
     out.print(table(loaded, title))
     if markdown_file:
         markdown_file.write_text(markdown(loaded, title))
-        err.print(f"wrote {markdown_file}", soft_wrap=True)
+        err.print(f"wrote {escape(str(markdown_file))}", soft_wrap=True)
     if html:
         html.write_text(runs_html(loaded, title))
-        err.print(f"wrote {html}", soft_wrap=True)
+        err.print(f"wrote {escape(str(html))}", soft_wrap=True)

@@ -55,6 +55,10 @@ class Stage:
         """Models or files the stage reads besides the recipe's model and data (e.g. a teacher)."""
         return []
 
+    def needs_train(self) -> bool:
+        """True when the stage reads the training split (to train, or to calibrate)."""
+        return False
+
     def selects_on_validation(self) -> bool:
         """True when the stage keeps the epoch (or variant) that scores best on the validation split."""
         return False

@@ -106,6 +106,9 @@ class Cofi(Stage):
     def selects_on_validation(self) -> bool:
         return True
 
+    def needs_train(self) -> bool:
+        return True
+
     def input_paths(self) -> list[str]:
         return [self.config.teacher] if self.config.teacher else []
 
@@ -268,6 +271,9 @@ class Cofi(Stage):
         ckpt = open_model(self.config.teacher)
         if ckpt.model is None:
             raise TfcError(f"stage 'cofi': teacher {self.config.teacher} is an ONNX model; a torch teacher is needed")
+        if ckpt.tokenizer.get_vocab() != state.tokenizer.get_vocab():
+            raise TfcError(f"stage 'cofi': teacher {self.config.teacher} has another tokenizer than the model: the "
+                           "teacher must read the same token ids")
         if head_labels(ckpt.config) != head_labels(state.config):
             raise TfcError(f"stage 'cofi': teacher {self.config.teacher} has labels {head_labels(ckpt.config)}, "
                            f"the model has {head_labels(state.config)} (ids must mean the same labels)")

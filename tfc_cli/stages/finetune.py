@@ -44,6 +44,9 @@ class Finetune(Stage):
     def selects_on_validation(self) -> bool:
         return True
 
+    def needs_train(self) -> bool:
+        return True
+
     def plan(self, info) -> str:
         c = self.config
         return (f"train all parameters for {c.epochs} epoch(s) at lr {c.learning_rate:g}, batch {c.batch_size}; "

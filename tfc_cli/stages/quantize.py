@@ -97,6 +97,9 @@ class Quantize(Stage):
     def selects_on_validation(self) -> bool:
         return self.config.method == "qat-int8" or self.config.max_accuracy_drop is not None
 
+    def needs_train(self) -> bool:
+        return self.config.method in ("static-int8", "qat-int8")  # calibration samples come from train
+
     def applied_options(self) -> tuple[str, ...]:
         """The options the chosen method reads (what tfc.json records, and what a recipe may set)."""
         c = self.config
