@@ -37,14 +37,17 @@ def write_recipe(folder: Path, name: str, model: Path, data: Path, out: Path, te
 
 @pytest.fixture
 def recipes(tmp_path, tiny_model, tiny_data):
-    """good (passes), slow-gate (a gate fails), broken (its text column does not exist: crashes at run time)."""
+    """good (passes), slow-gate (a gate fails), broken (its training file is binary: crashes at run time)."""
     folder, out = tmp_path / "recipes", tmp_path / "runs"
     folder.mkdir()
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     write_recipe(folder, "good", tiny_model, data, out, gates="gates: {max_size_ratio: 0.9}\n")
     write_recipe(folder, "slow-gate", tiny_model, data, out, gates="gates: {min_speedup: 1000, max_size_ratio: 0.9}\n")
-    write_recipe(folder, "broken", tiny_model, data, out, text="review")
+    broken = tmp_path / "broken-data"
+    shutil.copytree(tiny_data, broken)
+    (broken / "train.csv").write_bytes(b"sentence,sentiment\n" + bytes(range(256)))
+    write_recipe(folder, "broken", tiny_model, broken, out)
     return folder, out, data
 
 
@@ -64,7 +67,7 @@ def test_ci_runs_every_recipe_and_reports_each(recipes, tmp_path):
     assert cases[("tfc.slow-gate", "gate min_speedup")].find("failure") is not None
     assert cases[("tfc.good", "gate max_size_ratio")].find("failure") is None
     error = cases[("tfc.broken", "compress")].find("error")
-    assert error is not None and "'review'" in error.get("message")
+    assert error is not None and "not a text file" in error.get("message")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("6", "1", "1")
 
     md = summary.read_text()
