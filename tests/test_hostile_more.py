@@ -233,3 +233,152 @@ def test_a_plain_tsv_loads_every_row(tmp_path):
     write_split(tmp_path / "x.tsv", 4, 0, delimiter="\t")
     data = load_task_data(task({"train": str(tmp_path / "x.tsv")}))
     assert len(data.split("train")) + len(data.split("validation")) == 4
+
+
+def test_brackets_in_a_data_path_are_not_a_glob(tmp_path):
+    for folder, label in (("exp[1]", "positive"), ("exp1", "negative")):
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder / "test.csv", f"sentence,sentiment\na,{label}\nb,{label}\nc,negative\n")
+    data = load_task_data(task(str(tmp_path / "exp[1]")))
+    assert data.label_names[data.split("test")["label"][0]] == "positive"
+
+
+def test_a_dev_file_is_the_validation_split(tmp_path, tiny_data):
+    for name, source in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        shutil.copy(tiny_data / f"{source}.csv", tmp_path / f"{name}.csv")
+    data = load_task_data(task(str(tmp_path)))
+    assert len(data.split("validation")) == 32 and len(data.split("train")) == 320
+
+
+@pytest.mark.parametrize("stages, message", [
+    ("  - {type: quantize, method: static-int8, calibration_samples: 4.0}", "'calibration_samples'"),
+    ("  - {type: cofi, epochs: 1}\n  - {type: cofi, epochs: 1}", "cannot follow a pruning stage"),
+])
+def test_stage_options_and_order_that_cannot_run_are_recipe_errors(make_recipe, stages, message):
+    result = run("validate", make_recipe("  - {type: finetune, epochs: 1}\n" + stages))
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_float_for_an_enumerated_integer_is_refused():
+    from tfc_cli.schema import _coerce
+    from typing import Literal
+
+    assert _coerce(4.0, Literal[4, 8])[0] is False and _coerce(4, Literal[4, 8])[0] is True
+
+
+def test_one_column_for_text_and_label_is_a_recipe_error(make_recipe):
+    recipe = make_recipe()
+    recipe.write_text(recipe.read_text().replace("label: sentiment", "label: sentence"))
+    result = run("validate", recipe)
+    assert result.exit_code == 2 and "must name different columns" in result.output
+
+
+def test_a_perplexity_window_of_one_token_is_refused():
+    from tfc_cli.lm.perplexity import window_starts
+
+    with pytest.raises(TfcError, match="at least 2 tokens"):
+        window_starts(10, 1, 1)
+
+
+def test_an_unreadable_config_is_named_by_validate(make_recipe, tiny_classifier, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_classifier, folder)
+    (folder / "config.json").write_text('{"model_type": "bert", "hidden_')
+    result = run("validate", make_recipe(QUANTIZE, model=folder))
+    assert result.exit_code == 2 and "config.json: cannot be read as a model config" in result.output
+    assert "no local folder" not in result.output
+
+
+def test_report_files_that_are_folders_are_refused_before_any_run(tmp_path, tiny_classifier, tiny_data):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "recipes").mkdir()
+    result = run("ci", tmp_path / "recipes", "--junit", tmp_path / "reports")
+    assert result.exit_code == 2 and "is a folder; give a file name" in result.output
+
+
+def test_ci_refuses_nested_outputs_and_duplicate_names(tmp_path, tiny_classifier, tiny_data):
+    from tfc_cli.ci import validate_all
+
+    def recipe(file: str, name: str, output: str) -> Path:
+        path = tmp_path / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"name: {name}\nmodel: {tiny_classifier}\ntask: {{type: text-classification, dataset: {tiny_data}, "
+                        f"text: sentence, label: sentiment, max_length: 16}}\nstages: [{{type: quantize, backend: torch}}]\n"
+                        f"output: {tmp_path / output}\n")
+        return path
+
+    paths = [recipe("a.yaml", "a", "runs/q"), recipe("b.yaml", "b", "runs/q/ort"), recipe("x/c.yaml", "c", "runs/c"),
+             recipe("y/c.yaml", "c", "runs/c2")]
+    valid, invalid = validate_all(paths)
+    assert valid == [] and len(invalid) == 4
+    assert sum(") nest" in i.message for i in invalid) == 2 and sum("is also the name of" in i.message for i in invalid) == 2
+
+
+def test_resume_refuses_a_stage_checkpoint_changed_on_disk(make_recipe, tiny_classifier, tmp_path, monkeypatch):
+    from tfc_cli.stages.quantize import Quantize
+
+    recipe = make_recipe("  - {type: finetune, epochs: 1, learning_rate: 3.0e-3, batch_size: 16}\n" + QUANTIZE,
+                         model=tiny_classifier)
+    monkeypatch.setattr(Quantize, "apply", lambda self, state, ctx: (_ for _ in ()).throw(RuntimeError("power cut")))
+    assert run("compress", recipe, "--quiet").exit_code == 1
+    monkeypatch.undo()
+    weights = tmp_path / "out" / ".tiny.work" / "stage-1-finetune" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"  # one weight becomes inf
+    weights.write_bytes(bytes(data))
+    result = run("compress", recipe, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "checkpoint's files changed since it was saved" in result.output and "reused" not in result.output.split("not reused")[0]
+
+
+def test_ci_resume_does_not_reuse_a_run_whose_weights_are_gone(make_recipe, tiny_classifier, tmp_path):
+    from tfc_cli.ci import _reusable
+    from tfc_cli.pipeline import prepare
+
+    recipe = make_recipe(QUANTIZE, model=tiny_classifier)
+    assert run("compress", recipe, "--quiet").exit_code == 0
+    assert _reusable(prepare(recipe, overwrite=True))
+    (tmp_path / "out" / "tiny" / "model.tfc.safetensors").unlink()
+    assert not _reusable(prepare(recipe, overwrite=True))
+
+
+def test_a_decoder_classifier_without_pad_token_id_fine_tunes(make_recipe, tmp_path):
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    folder = tmp_path / "gpt2"
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=99, n_embd=32, n_layer=1, n_head=4, n_positions=64, bos_token_id=2,
+                         eos_token_id=3)).save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    result = run("compress", make_recipe("  - {type: finetune, epochs: 1, batch_size: 16}\n" + QUANTIZE, model=folder),
+                 "--quiet")
+    assert result.exit_code == 0, result.output
+
+
+def test_assets_fetch_checks_every_name_first(monkeypatch):
+    from tfc_cli import assets
+
+    fetched = []
+    monkeypatch.setattr(assets, "fetch", lambda name: fetched.append(name))
+    result = run("assets", "fetch", "lee", "bogus")
+    assert result.exit_code == 2 and "unknown demo asset 'demo:bogus'" in result.output and fetched == []
+
+
+def test_an_unusable_tfc_home_is_named(monkeypatch, tmp_path):
+    from tfc_cli import assets
+
+    (tmp_path / "home-file").write_text("x")
+    monkeypatch.setenv("TFC_HOME", str(tmp_path / "home-file"))
+    monkeypatch.setattr(assets, "_installed_location", lambda asset: None)
+    with pytest.raises(TfcError, match="set TFC_HOME to a writable folder"):
+        assets.fetch("lee")
+
+
+def test_a_label_lost_to_max_train_samples_says_so(tmp_path):
+    from tfc_cli.labels import fresh_head_labels
+
+    train = write(tmp_path / "train.csv", "sentence,sentiment\n" + "a,positive\n" * 30 + "b,negative\n")
+    data = load_task_data(task({"train": train, "test": train}, max_train_samples=2), seed=0)
+    with pytest.raises(TfcError, match="max_train_samples"):
+        fresh_head_labels(data)

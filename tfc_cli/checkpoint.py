@@ -196,7 +196,7 @@ def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPo
 
     from .model_info import model_info
     from .model_state import model_class, quiet_transformers
-    from .strict_load import check_tokenizer_fits, from_pretrained_strictly
+    from .strict_load import align_pad_token, check_tokenizer_fits, from_pretrained_strictly
 
     info = model_info(spec, policy)
     if info.manifest is not None:
@@ -215,5 +215,7 @@ def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPo
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model '{spec}': {str(err).splitlines()[0]}") from None
     check_tokenizer_fits(tokenizer, model.config, info.source)
+    if not info.is_causal_lm:
+        align_pad_token(model, tokenizer, info.source)
     folder = Path(info.source) if Path(info.source).is_dir() else Path(".")
     return Checkpoint(folder, {"runtime": "torch", "changes": {}}, model.config, tokenizer, model=model)

@@ -7,6 +7,7 @@ crashed, else 3 if any gate failed, else 0.
 from __future__ import annotations
 
 import fnmatch
+import json
 import signal
 import subprocess
 import sys
@@ -72,17 +73,23 @@ def validate_all(paths: list[Path], overwrite: bool = False, resume: bool = Fals
             invalid.append(Invalid(path, str(RecipeError(str(path), [Problem(prepared.recipe.lines.get("output"), problem)]))))
         else:
             valid.append(prepared)
-    by_output: dict[Path, list[Prepared]] = {}
-    for p in valid:
-        by_output.setdefault(p.output.resolve(), []).append(p)
-    for output, same in by_output.items():
-        if len(same) > 1:
-            for p in same:
-                others = ", ".join(str(o.recipe.path) for o in same if o is not p)
-                invalid.append(Invalid(p.recipe.path, str(RecipeError(str(p.recipe.path), [Problem(
-                    p.recipe.lines.get("output"), f"output {output} is also written by {others}")]))))
-            valid = [v for v in valid if v not in same]
-    return valid, invalid
+    clashes: dict[int, list[str]] = {}
+    for i, p in enumerate(valid):
+        for j, q in enumerate(valid):
+            if i == j:
+                continue
+            mine, theirs = p.output.resolve(), q.output.resolve()
+            if mine == theirs:
+                clashes.setdefault(i, []).append(f"output {mine} is also written by {q.recipe.path}")
+            elif mine in theirs.parents or theirs in mine.parents:  # replacing the outer result deletes the inner one
+                clashes.setdefault(i, []).append(f"output {mine} and the output of {q.recipe.path} ({theirs}) nest")
+            elif p.recipe.name == q.recipe.name:  # the summary and JUnit rows could not be told apart
+                clashes.setdefault(i, []).append(f"name '{p.recipe.name}' is also the name of {q.recipe.path}")
+    for i, messages in clashes.items():
+        p = valid[i]
+        invalid.append(Invalid(p.recipe.path, str(RecipeError(str(p.recipe.path), [
+            Problem(p.recipe.lines.get("name" if m.startswith("name") else "output"), m) for m in messages]))))
+    return [p for i, p in enumerate(valid) if i not in clashes], invalid
 
 
 def _finished_report(prepared: Prepared) -> dict | None:
@@ -94,8 +101,16 @@ def _finished_report(prepared: Prepared) -> dict | None:
 
 
 def _reusable(prepared: Prepared) -> bool:
+    """A finished run whose inputs are unchanged and whose weights are still the ones it measured (same size)."""
     previous = _finished_report(prepared)
-    return bool(previous) and previous.get("inputs") == inputs_fingerprint(prepared.recipe)
+    if not previous or previous.get("inputs") != inputs_fingerprint(prepared.recipe):
+        return False
+    try:
+        manifest = json.loads((prepared.output / "tfc.json").read_text())
+        weights = prepared.output / manifest["weights"]
+        return weights.stat().st_size == previous["models"]["compressed"]["size"]["bytes_on_disk"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 class Children:

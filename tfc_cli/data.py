@@ -6,6 +6,7 @@ measured on is chosen here (test, else validation).
 from __future__ import annotations
 
 import csv
+import glob
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class TaskData:
     eval_split: str
     source: str
     held_out: str | None = None  # how the evaluation split was carved from train, when the data had no test split
+    train_sampled: str | None = None  # how max_train_samples cut the training split
 
     @property
     def num_labels(self) -> int:
@@ -56,7 +58,8 @@ def _load_files(files: dict[str, str]):
     splits = {}
     for split, f in files.items():  # one file at a time: a column present in one split only is not a cast error
         try:
-            splits[split] = datasets.load_dataset(_FORMATS[ext], data_files={split: f}, **kwargs)[split]
+            # data_files are glob patterns to `datasets`: "exp[1]/test.csv" would match "exp1/test.csv"
+            splits[split] = datasets.load_dataset(_FORMATS[ext], data_files={split: glob.escape(f)}, **kwargs)[split]
         except Exception as err:  # datasets raises many kinds; name the file and the cause it wraps
             raise TfcError(f"could not read dataset file {f}: {root_cause(err)}") from None
     return datasets.DatasetDict(splits)
@@ -118,6 +121,13 @@ def _demo_rotten_tomatoes():
     return datasets.DatasetDict(train=first["train"], validation=rest["train"], test=rest["test"])
 
 
+SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}  # common names for validation
+
+
+def split_name(stem: str) -> str:
+    return SPLIT_ALIASES.get(stem.lower(), stem)
+
+
 def _load_raw(dataset):
     import datasets
 
@@ -132,7 +142,7 @@ def _load_raw(dataset):
         if (path / "dataset_dict.json").is_file():
             return datasets.load_from_disk(str(path)), dataset
         found = [f for f in sorted(path.iterdir()) if f.suffix.lower() in _FORMATS]
-        files = {f.stem: str(f) for f in found}
+        files = {split_name(f.stem): str(f) for f in found}
         if len(files) < len(found):
             raise TfcError(f"{path}: two files for one split ({', '.join(f.name for f in found)}); keep one per split")
         if not files:
@@ -229,15 +239,17 @@ def load_task_data(task, seed: int = 0, hold_out_test: bool = False) -> TaskData
     if "train" in splits and "validation" not in splits:
         parts = splits["train"].train_test_split(test_size=HOLD_OUT, seed=seed)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
-    limit = task.max_train_samples
+    limit, sampled = task.max_train_samples, None
     if limit and "train" in splits and len(splits["train"]) > limit:
+        sampled = f"the training split was cut to max_train_samples ({limit} of {len(splits['train'])} rows)"
         splits["train"] = splits["train"].shuffle(seed=seed).select(range(limit))
     eval_split = task.eval_split or ("test" if "test" in splits else "validation")
     if eval_split not in splits:
         raise TfcError(f"dataset {source} has no '{eval_split}' split to evaluate on (it has: {', '.join(splits)})")
     if task.max_eval_samples and len(splits[eval_split]) > task.max_eval_samples:
         splits[eval_split] = splits[eval_split].select(range(task.max_eval_samples))
-    return TaskData(splits=splits, label_names=names, eval_split=eval_split, source=source, held_out=held_out)
+    return TaskData(splits=splits, label_names=names, eval_split=eval_split, source=source, held_out=held_out,
+                    train_sampled=sampled)
 
 
 def _label_order(name: str):

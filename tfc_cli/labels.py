@@ -82,12 +82,14 @@ def fresh_head_labels(data):
                for i in set(np.unique(np.asarray(ds["label"])).tolist()) - present}
     if outside:
         where = ", ".join(f"{n!r} (in '{s}')" for n, s in list(outside.items())[:10])
-        raise TfcError(f"dataset {data.source}: label(s) {where} never occur in the training split; a head trained "
-                       "on it could not predict them")
+        cut = f" ({data.train_sampled}: raise it)" if data.train_sampled else ""
+        raise TfcError(f"dataset {data.source}: label(s) {where} never occur in the training split{cut}; a head "
+                       "trained on it could not predict them")
     kept = sorted(present)
     if len(kept) < 2:
-        raise TfcError(f"dataset {data.source}: the training split has one label ({data.label_names[kept[0]]!r}); a "
-                       "classifier needs at least 2")
+        cut = f" ({data.train_sampled}: raise it)" if data.train_sampled else ""
+        raise TfcError(f"dataset {data.source}: the training split has one label ({data.label_names[kept[0]]!r}){cut}; "
+                       "a classifier needs at least 2")
     if kept == list(range(len(data.label_names))):
         return data
     names = [data.label_names[i] for i in kept]

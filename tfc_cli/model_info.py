@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .assets import asset_path
-from .errors import HubUnavailable, ModelNotFound, TfcError
+from .errors import HubUnavailable, ModelNotFound, TfcError, UsageError
 from .labels import head_labels
 from .trust import LoadPolicy
 
@@ -138,13 +138,17 @@ def model_info(spec: str, policy: LoadPolicy = LoadPolicy()) -> ModelInfo:
     from transformers import AutoConfig
 
     source = resolve_model(spec)
+    local = Path(source).is_dir()
     try:
         config = AutoConfig.from_pretrained(source, **policy.config_kwargs())
-    except OSError as err:
-        raise HubUnavailable(f"cannot read the config of model '{spec}': there is no local folder of that name, and as "
-                             f"a hub id: {str(err).splitlines()[0]}") from None
-    except ValueError as err:
-        raise TfcError(f"model '{spec}': {err}") from None
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if local:  # the folder is there: its config.json is what is wrong
+            raise UsageError(f"{Path(source) / 'config.json'}: cannot be read as a model config ({first})") from None
+        if isinstance(err, OSError):
+            raise HubUnavailable(f"cannot read the config of model '{spec}': there is no local folder of that name, "
+                                 f"and as a hub id: {first}") from None
+        raise TfcError(f"model '{spec}': {first}") from None
     architectures = tuple(config.architectures or ())
     get = lambda *names: next((getattr(config, n) for n in names if getattr(config, n, None) is not None), 0)  # noqa: E731
     return ModelInfo(

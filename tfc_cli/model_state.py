@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import TfcError
 from .model_info import ModelInfo
-from .strict_load import check_tokenizer_fits, from_pretrained_strictly
+from .strict_load import align_pad_token, check_tokenizer_fits, from_pretrained_strictly
 from .trust import LoadPolicy, check_local_weights, load_tokenizer
 
 
@@ -90,6 +90,7 @@ def load_for_task(info: ModelInfo, label_names: list[str], policy: LoadPolicy = 
     except (OSError, ValueError) as err:
         raise TfcError(f"cannot load model {info.source}: {str(err).splitlines()[0]}") from None
     check_tokenizer_fits(tokenizer, model.config, info.source)
+    align_pad_token(model, tokenizer, info.source)
     model.eval()
     model.config.architectures = [type(model).__name__]  # saved configs then say the model has its head
     return ModelState(model=model, tokenizer=tokenizer, config=model.config)

@@ -154,6 +154,13 @@ def _configured_as(config) -> str:
 
 
 def _check_order(specs: list[StageSpec], problems: list[Problem]) -> None:
+    pruned_at = None
+    for spec in specs:
+        if spec.stage.prunes_structure and pruned_at is not None:
+            problems.append(Problem(spec.line, f"stage '{spec.type}' cannot follow a pruning stage (line {pruned_at}): "
+                                    "prune once, with the final target"))
+        if spec.stage.prunes_structure:
+            pruned_at = spec.line
     for before, after in zip(specs, specs[1:]):
         if before.stage.final:
             problems.append(Problem(after.line, f"stage '{after.type}' cannot follow '{before.type}' (line {before.line}): "
@@ -173,9 +180,16 @@ def _task_gate_problems(top: _Top, data) -> list[Problem]:
         if getattr(top.gates, gate) is not None and applies != task:
             problems.append(Problem(gates.line_of(gate), f"gate '{gate}' applies to task '{applies}', not '{task}'"))
     task_map = data["task"]
+    columns = [(k, getattr(top.task, k)) for k in ("text", "text_pair", "label") if getattr(top.task, k)]
+    if task == "text-classification" and len({c for _, c in columns}) < len(columns):
+        problems.append(Problem(task_map.line, "task: text, text_pair and label must name different columns, got "
+                                + ", ".join(f"{k}: {c}" for k, c in columns)))
     for key in _NOT_FOR_TASK[task]:
         if getattr(top.task, key) is not None:
             problems.append(Problem(task_map.line_of(key), f"task option '{key}' does not apply to task '{task}'"))
+    if task == "causal-lm" and top.task.max_length < 2:
+        problems.append(Problem(task_map.line_of("max_length"), "max_length is the perplexity window: at least 2 tokens "
+                                "(one to predict from, one predicted)"))
     if task == "causal-lm" and top.task.stride is not None and top.task.stride > top.task.max_length:
         problems.append(Problem(task_map.line_of("stride"), f"stride ({top.task.stride}) cannot exceed max_length "
                                 f"({top.task.max_length}), the perplexity window"))
@@ -311,7 +325,9 @@ def _folder_files(path: Path) -> dict[str, Path] | None:
             return {s: path / s for s in json.loads((path / "dataset_dict.json").read_text())["splits"]}
         except (ValueError, KeyError, TypeError):
             return {}
-    return {f.stem: f for f in sorted(path.iterdir()) if f.suffix.lower() in DATA_SUFFIXES}
+    from .data import split_name
+
+    return {split_name(f.stem): f for f in sorted(path.iterdir()) if f.suffix.lower() in DATA_SUFFIXES}
 
 
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")

@@ -59,8 +59,8 @@ def _coerce(value: Any, tp) -> tuple[bool, Any]:
     origin = typing.get_origin(tp)
     if tp is Any:
         return True, value
-    if origin is Literal:
-        return value in typing.get_args(tp), value
+    if origin is Literal:  # 4.0 == 4 and True == 1 in Python; a Literal[4, 8] takes the int 4 only
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp)), value
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             ok, converted = _coerce(value, arg)

@@ -101,3 +101,15 @@ def check_tokenizer_fits(tokenizer, config, source: str) -> None:
         raise TfcError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the model's embeddings hold {vocab} "
                        "(config.json vocab_size): ids beyond it cannot be embedded. The tokenizer files belong to "
                        "another model")
+
+
+def align_pad_token(model, tokenizer, source: str) -> None:
+    """Decoder-style classifiers (GPT-2, Llama) find each sequence's last token through config.pad_token_id, which
+    their configs usually leave unset: batches of more than one then fail inside transformers. The padding token
+    is the tokenizer's, so the config gets its id."""
+    if getattr(model.config, "pad_token_id", None) is not None:
+        return
+    if tokenizer.pad_token_id is None:
+        raise TfcError(f"{source}: the tokenizer has no padding token, so batches cannot be padded; add one "
+                       "(pad_token in tokenizer_config.json)")
+    model.config.pad_token_id = tokenizer.pad_token_id

@@ -7,6 +7,7 @@ versions. A stage is reused only when its fingerprint matches exactly; otherwise
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import tempfile
@@ -52,12 +53,24 @@ def save_stage(work: Path, index: int, kind: str, state, fingerprint: dict, reco
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=work))
     try:
         save(state, tmp, {"stage": record})
-        (tmp / STAGE_FILE).write_text(json.dumps({"fingerprint": fingerprint, "record": record}, indent=2, default=str))
+        (tmp / STAGE_FILE).write_text(json.dumps({"fingerprint": fingerprint, "record": record,
+                                                  "files_sha256": _files_hash(tmp)}, indent=2, default=str))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _files_hash(folder: Path) -> str:
+    """sha256 over the checkpoint's files (weights, config, tokenizer, manifest), its stage.json excepted."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STAGE_FILE):
+        h.update(f"{path.relative_to(folder)}\0".encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _changed(saved: dict, now: dict) -> str:
@@ -81,6 +94,8 @@ def resumable(work: Path, recipe, inputs: dict) -> tuple[int, list[dict], str | 
         now = stage_fingerprint(recipe, inputs, i)
         if meta.get("fingerprint") != now:
             return i, records, f"stage {i + 1} ({spec.type}) not reused: {_changed(meta.get('fingerprint', {}), now)}"
+        if meta.get("files_sha256") != _files_hash(meta_path.parent):
+            return i, records, f"stage {i + 1} ({spec.type}) not reused: its checkpoint's files changed since it was saved"
         records.append(meta["record"])
     return len(recipe.stages), records, None
 

