@@ -382,3 +382,10 @@ def test_a_label_lost_to_max_train_samples_says_so(tmp_path):
     data = load_task_data(task({"train": train, "test": train}, max_train_samples=2), seed=0)
     with pytest.raises(TfcError, match="max_train_samples"):
         fresh_head_labels(data)
+
+
+def test_eval_scores_one_data_file_as_the_test_split(tiny_classifier, tiny_data):
+    result = run("eval", tiny_classifier, "--dataset", tiny_data / "test.csv", "--text", "sentence", "--label",
+                 "sentiment", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["split"] == "test" and json.loads(result.stdout)["samples"] == 40

