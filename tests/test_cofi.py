@@ -264,7 +264,8 @@ def test_pruned_checkpoint_works_with_eval_bench_and_quantize(cofi_run, tmp_path
         assert result.exit_code == 2 and "already quantized" in result.output, result.output
 
 
-@pytest.mark.parametrize("off", ["mha", "heads", "ffn", "ffn_units", "hidden"])
+@pytest.mark.parametrize("off", ["heads", "hidden", *(pytest.param(g, marks=pytest.mark.slow)  # one per kind by default
+                                                    for g in ("mha", "ffn", "ffn_units"))])
 def test_each_granularity_can_be_switched_off(make_recipe, tiny_classifier, off):
     """With one granularity off, the stage still prunes, and what that granularity governs stays whole."""
     from tfc_cli.data import load_task_data

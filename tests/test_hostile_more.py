@@ -89,7 +89,7 @@ def test_a_name_with_markup_or_a_path_is_handled(make_recipe, tiny_classifier, t
 def test_ci_reports_the_error_not_the_debug_hint(tmp_path, tiny_classifier, tiny_data, monkeypatch):
     from tfc_cli import ci
 
-    proc = type("P", (), {"stderr": "error: ValueError: boom\n(run with --debug for the traceback)\n", "returncode": 1})
+    proc = type("P", (), {"stderr": "error: ValueError: boom\n(run `tfc --debug ...` for the traceback)\n", "returncode": 1})
     assert ci._error_message(proc) == "ValueError: boom"
 
 
@@ -389,3 +389,10 @@ def test_eval_scores_one_data_file_as_the_test_split(tiny_classifier, tiny_data)
                  "sentiment", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["split"] == "test" and json.loads(result.stdout)["samples"] == 40
+
+
+def test_a_run_name_with_dollars_draws_its_chart():
+    from tfc_cli.charts import metric_vs_latency_png
+
+    png = metric_vs_latency_png([{"label": "${MODEL}_${QUANT}", "baseline": (10.0, 0.9), "compressed": (5.0, 0.89)}])
+    assert png.startswith(b"\x89PNG")

@@ -33,7 +33,8 @@ def metric_vs_latency_png(points: list[dict]) -> bytes:
         color = colors[i % len(colors)]
         (bx, by), (cx, cy) = p["baseline"], p["compressed"]
         ax.scatter([bx], [by], facecolors="none", edgecolors=color, s=60)
-        ax.scatter([cx], [cy], color=color, s=60, label=p["label"])
+        # a run name is text, not mathtext: "$A_$B" would otherwise be parsed as a formula and fail
+        ax.scatter([cx], [cy], color=color, s=60, label=p["label"].replace("$", r"\$"))
         ax.annotate("", xy=(cx, cy), xytext=(bx, by), arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.6})
     front = _pareto([p["compressed"] for p in points])
     if len(front) > 1:

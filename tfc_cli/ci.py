@@ -164,7 +164,7 @@ def _error_message(proc: subprocess.CompletedProcess) -> str:
     errors = [i for i, ln in enumerate(lines) if ln.startswith("error: ")]
     if errors:
         start = errors[0]
-        rest = [ln for ln in lines[start + 1:] if not ln.startswith("(run with --debug")]
+        rest = [ln for ln in lines[start + 1:] if not ln.startswith("(run `tfc --debug")]
         return " ".join([lines[start].removeprefix("error: "), *rest]).strip()
     return lines[-1] if lines else f"exit code {proc.returncode}"
 

@@ -35,7 +35,7 @@ def handle_errors(fn):
         except Exception as e:  # noqa: BLE001 - the last line of defence: one clear message
             if options["debug"]:
                 traceback.print_exc()
-            err.print(f"[bold red]error:[/] {type(e).__name__}: {escape(str(e))}\n(run with --debug for the traceback)", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {type(e).__name__}: {escape(str(e))}\n(run `tfc --debug ...` for the traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
     return wrapper
 
