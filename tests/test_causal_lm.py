@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import tfc_cli
 from tfc_cli.cli.app import app
+from tfc_cli.lm.runners import TorchLmRunner
 
 from .conftest import NEGATIVE, POSITIVE, WORDS, make_tokenizer
 
@@ -134,7 +136,8 @@ def test_weight_only_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, bits, al
     assert result.exit_code == 0, result.output
     out = tmp_path / "out" / f"int{bits}-{algorithm}"
     manifest = json.loads((out / "tfc.json").read_text())
-    quant = manifest["changes"]["quantization"]
+    [quant] = manifest["transforms"]
+    assert quant["op"] == "quantize"
     assert manifest["task"] == "causal-lm" and manifest["runtime"] == "onnxruntime"
     assert quant["method"] == "weight-only" and quant["bits"] == bits and quant["group_size"] == 16
     assert quant["algorithm"] == algorithm
@@ -199,7 +202,6 @@ def test_weight_only_int4_shrinks_real_linear_weights(tmp_path):
 @pytest.mark.parametrize("stages, message", [
     ("- {type: quantize, method: dynamic-int8}", "method 'dynamic-int8' does not apply to task 'causal-lm'"),
     ("- {type: finetune, epochs: 1}", "stage 'finetune' does not apply to task 'causal-lm'"),
-    ("- {type: cofi, target_sparsity: 0.5}", "stage 'cofi' does not apply to task 'causal-lm'"),
     ("- {type: quantize, method: weight-only, backend: torch}", "weight-only runs on backend 'onnxruntime'"),
     ("- {type: quantize, method: weight-only, group_size: 48}", "group_size"),
     ("- {type: quantize, method: weight-only, bits: 8, algorithm: hqq}", "algorithm 'hqq' quantizes to 4 bits only"),
@@ -252,3 +254,26 @@ def test_lm_lengths_that_cannot_run_are_usage_errors(tiny_llama, tiny_text):
     assert wide.exit_code == 2 and "--stride (32) cannot exceed the window" in wide.output
     long = runner.invoke(app, ["bench", str(tiny_llama), "--seq-len", "250", "--decode-tokens", "8", "--repeats", "3"])
     assert long.exit_code == 2 and "--seq-len + --decode-tokens is 258 tokens" in long.output and "at most 256" in long.output
+
+
+def test_cofi_on_a_decoder_prunes_whole_kv_groups_and_reports_held_out_perplexity(tmp_path, tiny_llama, tiny_text):
+    """CoFi on a Llama: trained on the text's first 80% of lines, selected on the next 10%, measured on the last
+    10%; the result is physically smaller, reloads, and decodes."""
+    stage = ("- {type: cofi, target_sparsity: 0.4, epochs: 3, sparsity_warmup_epochs: 1, finetune_epochs: 1, "
+             "batch_size: 2, learning_rate: 1.0e-3, reg_learning_rate: 0.1}")
+    result = runner.invoke(app, ["compress", str(lm_recipe(tmp_path, tiny_llama, tiny_text, stage, name="cofi")), "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / "cofi"
+    [prune] = json.loads((out / "tfc.json").read_text())["transforms"]
+    assert prune["op"] == "prune" and prune["group_size"] == 2  # 4 query heads over 2 key/value groups
+    assert all(la["heads"] == 2 * la["kv_heads"] for la in prune["layers"])
+    assert abs(prune["sparsity_of_original"] - 0.4) <= 0.05
+    report = json.loads((out / "report.json").read_text())
+    b, c = report["models"]["baseline"], report["models"]["compressed"]
+    assert c["size"]["params"] < b["size"]["params"]
+    assert b["metrics"]["tokens"] == c["metrics"]["tokens"] and "last 10%" in report["task"]["held_out"]
+    assert c["latency"]["decode"]["tokens_per_s"] > 0
+    summary = json.loads((out / "tfc.json").read_text())["stages"][0]["summary"]
+    assert summary["validation_perplexity"] > 0 and summary["gated_vs_pruned_max_logit_diff"] < 1e-3
+    ckpt = tfc_cli.load(out)
+    assert greedy_tokens(TorchLmRunner(ckpt.model), np.array([[2, 7, 9, 11]]), 4)  # decodes with its KV cache

@@ -12,6 +12,7 @@ import tfc_cli
 from tfc_cli.atomic import atomic_output
 from tfc_cli.checkpoint import save, verify_reload
 from tfc_cli.errors import TfcError, UsageError
+from tfc_cli.transforms import transform
 from tfc_cli.model_state import ModelState
 from tfc_cli.quant.torch_int8 import quantize_modules
 
@@ -49,10 +50,10 @@ def test_float_checkpoint_round_trip_is_exact(state, tmp_path):
 
 def test_int8_checkpoint_rebuilds_modules_from_manifest(state, tmp_path):
     names = quantize_modules(state.model)
-    state.changes["quantization"] = {"backend": "torch", "modules": names}
+    state.transforms = [transform("quantize", backend="torch", modules=names)]
     folder = saved(state, tmp_path / "ckpt")
     manifest = json.loads((folder / "tfc.json").read_text())
-    assert manifest["changes"]["quantization"]["modules"] == names
+    assert manifest["transforms"][0]["modules"] == names
     tensors = load_file(str(folder / "model.tfc.safetensors"))
     assert tensors["bert.encoder.layer.0.attention.self.query.weight_int8"].dtype == torch.int8
     assert tensors["bert.embeddings.word_embeddings.weight_int8"].dtype == torch.int8
@@ -97,7 +98,7 @@ def test_truncated_weights_give_a_clear_error(state, tmp_path):
 def test_manifest_naming_a_module_the_model_lacks(state, tmp_path):
     folder = saved(state, tmp_path / "ckpt")
     manifest = json.loads((folder / "tfc.json").read_text())
-    manifest["changes"]["quantization"] = {"backend": "torch", "modules": ["bert.nowhere"]}
+    manifest["transforms"] = [transform("quantize", backend="torch", modules=["bert.nowhere"])]
     (folder / "tfc.json").write_text(json.dumps(manifest))
     with pytest.raises(TfcError, match="bert.nowhere"):
         tfc_cli.load(folder)

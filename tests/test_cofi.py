@@ -12,7 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 import tfc_cli
-from tfc_cli.arch import Dims, GateSlot, Gates, adapter_for
+from tfc_cli.arch import Dims, GateSlot, Gates, family_for
+from tfc_cli.arch.gating import Gating
+from tfc_cli.arch.surgery import fold, resize
 from tfc_cli.cli.app import app
 from tfc_cli.cofi.distill import default_teacher_layers, layer_loss
 from tfc_cli.cofi.gates import CofiGates, HardConcrete
@@ -21,6 +23,7 @@ from tfc_cli.errors import TfcError
 
 runner = CliRunner()
 LAYERS, HEADS, HIDDEN, FFN = 3, 4, 32, 37
+DIMS = Dims(LAYERS, (HEADS,) * LAYERS, 1, HIDDEN // HEADS, (FFN,) * LAYERS, 2, HIDDEN)
 
 
 def tiny(kind: str = "bert"):
@@ -69,7 +72,7 @@ def test_gates_of_one_change_nothing(kind):
     before = logits(model, batch)
     slot = GateSlot(Gates(mha=torch.ones(LAYERS), heads=torch.ones(LAYERS, HEADS), ffn_layer=torch.ones(LAYERS),
                           ffn=torch.ones(LAYERS, FFN), hidden=torch.ones(HIDDEN)))
-    adapter_for(model).install_gates(slot)
+    Gating(family_for(model), slot)
     assert torch.equal(logits(model, batch), before)
 
 
@@ -77,38 +80,36 @@ def test_zero_sparsity_gates_prune_nothing():
     """Gates that all stay open (large log-alpha) keep every unit, and the pruned model is unchanged."""
     model, batch = tiny(), inputs()
     before = logits(model, batch)
-    adapter = adapter_for(model)
+    adapter = family_for(model)
     gates = CofiGates(adapter.dims(), dict.fromkeys(("mha", "heads", "ffn_layer", "ffn", "hidden"), True), 0.5)
     for g in gates.gates.values():
         torch.nn.init.constant_(g.log_alpha, 20.0)
     final = gates.deterministic()
     assert achieved_sparsity(final, adapter.dims()) == 0
     assert gates.expected_sparsity().item() == pytest.approx(0, abs=1e-4)
-    keep = adapter.fold(final)
-    adapter.resize(keep)
-    assert adapter.dims() == Dims(LAYERS, (HEADS,) * LAYERS, HIDDEN // HEADS, (FFN,) * LAYERS, HIDDEN)
+    resize(adapter, fold(adapter, final))
+    assert adapter.dims() == DIMS
     assert torch.allclose(logits(model, batch), before, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 def test_pruned_model_equals_gated_model(kind):
     model, batch = tiny(kind), inputs()
-    adapter, slot = adapter_for(model), GateSlot()
+    adapter, slot = family_for(model), GateSlot()
     gates = random_gates()
-    adapter.install_gates(slot)
+    gating = Gating(adapter, slot)
     slot.gates = gates
     gated = logits(model, batch)
-    adapter.remove_gates()
-    keep = adapter.fold(gates)
-    adapter.resize(keep)
+    gating.remove()
+    resize(adapter, fold(adapter, gates))
     pruned = logits(model, batch)
     dims = adapter.dims()
-    assert dims.num_heads[2] == 0 and dims.ffn[2] == 0  # whole sublayers removed
+    assert dims.groups[2] == 0 and dims.ffn[2] == 0  # whole sublayers removed
     assert dims.hidden == int((gates.hidden != 0).sum()) < HIDDEN
-    assert dims.num_heads[0] == int((gates.heads[0] != 0).sum())
+    assert dims.groups[0] == int((gates.heads[0] != 0).sum())
     assert model.base_model.embeddings.word_embeddings.weight.shape == (99, dims.hidden)
     assert torch.allclose(gated, pruned, atol=1e-5), (gated - pruned).abs().max()
-    assert achieved_sparsity(gates, Dims(LAYERS, (HEADS,) * LAYERS, HIDDEN // HEADS, (FFN,) * LAYERS, HIDDEN)) == \
+    assert achieved_sparsity(gates, DIMS) == \
         pytest.approx(1 - dims.prunable_params() / (LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)))
 
 
@@ -121,7 +122,7 @@ def test_hard_concrete_samples_exact_zeros_and_ones():
 
 
 def test_expected_sparsity_falls_as_gates_open():
-    dims = Dims(LAYERS, (HEADS,) * LAYERS, HIDDEN // HEADS, (FFN,) * LAYERS, HIDDEN)
+    dims = DIMS
     gates = CofiGates(dims, {"heads": True, "ffn": True}, 0.5)
     closed = float(gates.expected_sparsity())
     for g in gates.gates.values():
@@ -131,7 +132,7 @@ def test_expected_sparsity_falls_as_gates_open():
 
 
 def test_projection_lands_on_target():
-    dims = Dims(LAYERS, (HEADS,) * LAYERS, HIDDEN // HEADS, (FFN,) * LAYERS, HIDDEN)
+    dims = DIMS
     gates = CofiGates(dims, {"heads": True, "ffn": True}, 0.5)
     torch.manual_seed(0)
     for g in gates.gates.values():
@@ -201,17 +202,19 @@ def cofi_run(tmp_path_factory, tiny_model, tiny_data):
 
 def test_cofi_reaches_target_and_reports_structure(cofi_run):
     manifest = json.loads((cofi_run / "tfc.json").read_text())
-    pruning = manifest["changes"]["pruning"]
+    assert manifest["schema_version"] == 2 and [t["op"] for t in manifest["transforms"]] == ["prune"]
+    pruning = manifest["transforms"][0]
     assert pruning["method"] == "cofi"
-    assert abs(pruning["sparsity"] - 0.5) <= 0.02
-    dims = Dims(2, tuple(x["heads"] for x in pruning["layers"]), 8, tuple(x["ffn"] for x in pruning["layers"]),
-                pruning["hidden_size"])
+    assert abs(pruning["sparsity_of_original"] - 0.5) <= 0.02
+    dims = Dims(2, tuple(x["kv_heads"] for x in pruning["layers"]), 1, 8, tuple(x["ffn"] for x in pruning["layers"]),
+                2, pruning["hidden_size"])
     assert pruning["prunable_params"] == dims.prunable_params()
-    assert pruning["sparsity"] == pytest.approx(1 - dims.prunable_params() / pruning["prunable_params_total"])
+    assert pruning["sparsity_of_original"] == pytest.approx(1 - dims.prunable_params() / pruning["prunable_params_original"])
     summary = manifest["stages"][1]["summary"]
     assert summary["gated_vs_pruned_max_logit_diff"] < 1e-3
     report = json.loads((cofi_run / "report.json").read_text())
-    assert report["structure"]["layers"] == pruning["layers"]
+    assert [(x["heads"], x["ffn"]) for x in report["structure"]["layers"]] == \
+        [(x["heads"], x["ffn"]) for x in pruning["layers"]]
     assert report["models"]["compressed"]["size"]["params"] < report["models"]["baseline"]["size"]["params"]
     # the task is separable by one word: the pruned, distilled model must keep it
     assert report["models"]["compressed"]["metrics"]["accuracy"] >= 0.9
@@ -254,7 +257,7 @@ def test_pruned_checkpoint_works_with_eval_bench_and_quantize(cofi_run, tmp_path
         report = json.loads((tmp_path / backend / "report.json").read_text())
         assert abs(report["comparison"]["metric_delta"]) <= 0.1
         manifest = json.loads((tmp_path / backend / "tfc.json").read_text())
-        assert manifest["changes"]["pruning"]["layers"]  # the pruned shapes travel with the quantized model
+        assert [t["op"] for t in manifest["transforms"]] == ["prune", "quantize"]  # the pruned shapes travel along
         result = runner.invoke(app, ["eval", str(tmp_path / backend), "--dataset", str(tiny_data), "--text", "sentence",
                                      "--label", "sentiment", "--json"])
         assert result.exit_code == 0, result.output
@@ -284,18 +287,18 @@ def test_each_granularity_can_be_switched_off(make_recipe, tiny_classifier, off)
     state = load_for_task(model_info(str(tiny_classifier)), data.label_names)
     torch.manual_seed(0)
     result = spec.stage.apply(state, StageContext(recipe, data, seed=0))
-    pruning = result.changes["pruning"]
+    [pruning] = result.transforms
     # with a granularity off, the tiny model's remaining units can be too coarse to land exactly (a head is 8%)
-    assert abs(pruning["sparsity"] - 0.5) <= 0.1, (result.summary, pruning)
+    assert abs(pruning["sparsity_of_original"] - 0.5) <= 0.1, (result.summary, pruning)
     layers = pruning["layers"]
     if off == "hidden":
-        assert pruning["hidden_size"] == pruning["hidden_size_total"]
+        assert pruning["hidden_size"] == pruning["hidden_size_before"]
     if off == "heads":
-        assert all(x["heads"] in (0, x["heads_total"]) for x in layers)
+        assert all(x["heads"] in (0, x["heads_before"]) for x in layers)
     if off == "ffn_units":
-        assert all(x["ffn"] in (0, x["ffn_total"]) for x in layers)
-    dims = adapter_for(result.state.model).dims()
-    assert [x["heads"] for x in layers] == list(dims.num_heads) and dims.hidden == pruning["hidden_size"]
+        assert all(x["ffn"] in (0, x["ffn_before"]) for x in layers)
+    dims = family_for(result.state.model).dims()
+    assert [x["heads"] for x in layers] == list(dims.groups) and dims.hidden == pruning["hidden_size"]
 
 
 @pytest.mark.parametrize("stage, message", [
@@ -316,12 +319,12 @@ def test_cofi_recipe_errors(make_recipe, stage, message):
     assert message in result.output and ":12" in result.output.replace("\n", "")
 
 
-def test_cofi_refuses_a_pruned_model(cofi_run, make_recipe):
+def test_cofi_refuses_a_target_a_pruned_model_already_passed(cofi_run, make_recipe):
     recipe = make_recipe("""
-      - {type: cofi}
+      - {type: cofi, target_sparsity: 0.4}
     """, model=cofi_run)
     result = runner.invoke(app, ["validate", str(recipe)])
-    assert result.exit_code == 2 and "already pruned" in result.output
+    assert result.exit_code == 2 and "already pruned to sparsity" in result.output
 
 
 def test_malformed_pruning_record_is_a_clear_error(cofi_run, tmp_path):
@@ -330,9 +333,9 @@ def test_malformed_pruning_record_is_a_clear_error(cofi_run, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(cofi_run, broken)
     manifest = json.loads((broken / "tfc.json").read_text())
-    del manifest["changes"]["pruning"]["layers"]
+    del manifest["transforms"][0]["layers"]
     (broken / "tfc.json").write_text(json.dumps(manifest))
-    with pytest.raises(TfcError, match="malformed 'pruning'"):
+    with pytest.raises(TfcError, match="malformed 'prune'"):
         tfc_cli.load(broken)
 
 
@@ -340,7 +343,7 @@ def test_pruned_output_is_refused_by_the_plain_classes_and_states_its_sizes(cofi
     from transformers import AutoModelForSequenceClassification
 
     config = json.loads((cofi_run / "config.json").read_text())
-    layers = json.loads((cofi_run / "tfc.json").read_text())["changes"]["pruning"]["layers"]
+    layers = json.loads((cofi_run / "tfc.json").read_text())["transforms"][0]["layers"]
     assert config["intermediate_size"] == max(la["ffn"] for la in layers)
     assert config["num_attention_heads"] == max(la["heads"] for la in layers)
     assert config["tfc_per_layer"]["ffn_units"] == [la["ffn"] for la in layers]

@@ -46,7 +46,7 @@ def test_compress_writes_verified_checkpoint_and_report(make_recipe, tmp_path, b
 
     manifest = json.loads((out / "tfc.json").read_text())
     assert manifest["runtime"] == backend and manifest["weights"] == weights
-    assert manifest["changes"]["quantization"]["backend"] == backend
+    assert [(t["op"], t["backend"]) for t in manifest["transforms"]] == [("quantize", backend)]
     assert [s["type"] for s in manifest["stages"]] == ["finetune", "quantize"]
     assert manifest["labels"] == ["negative", "positive"]
 

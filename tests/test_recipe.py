@@ -236,7 +236,7 @@ def model_info(head: bool = False, manifest: dict | None = None) -> ModelInfo:
                      num_heads=4, intermediate_size=37, vocab_size=99, num_labels=2, manifest=manifest)
 
 
-QUANTIZED = {"changes": {"quantization": {"method": "dynamic-int8", "backend": "torch"}}}  # as tfc.json records it
+QUANTIZED = {"schema_version": 2, "transforms": [{"op": "quantize", "version": 1, "method": "dynamic-int8", "backend": "torch"}]}
 
 
 @pytest.mark.parametrize("stages, info", [

@@ -96,7 +96,7 @@ def test_nan_weights_stop_the_run_naming_the_stage(make_recipe, tmp_path, monkey
     def poison(self, state, ctx):
         with torch.no_grad():
             state.model.classifier.weight.fill_(float("nan"))
-        return StageResult(state, changes={"quantization": {"backend": "none"}})
+        return StageResult(state, transforms=[{"op": "quantize", "version": 1, "backend": "none"}])
 
     monkeypatch.setattr(Quantize, "apply", poison)
     result = compress(make_recipe())

@@ -55,7 +55,7 @@ def test_static_int8_recipe_end_to_end(make_recipe, tmp_path):
     result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "out" / "static"
-    quant = json.loads((out / "tfc.json").read_text())["changes"]["quantization"]
+    quant = json.loads((out / "tfc.json").read_text())["transforms"][-1]
     assert quant["method"] == "static-int8" and quant["format"] == "QDQ" and "64 training examples" in quant["activations"]
     report = json.loads((out / "report.json").read_text())
     assert report["models"]["compressed"]["runtime"] == "onnxruntime"
@@ -116,7 +116,7 @@ def test_accuracy_guard_in_a_recipe_records_the_float_nodes(make_recipe, tmp_pat
     manifest = json.loads((tmp_path / "out" / "guard" / "tfc.json").read_text())
     summary = manifest["stages"][1]["summary"]
     assert summary["validation_accuracy"] >= summary["validation_accuracy_float"]  # a drop of 0 is met
-    assert manifest["changes"]["quantization"]["float_nodes"] == summary["float_nodes"]
+    assert manifest["transforms"][-1]["float_nodes"] == summary["float_nodes"]
 
 
 def test_fake_quant_linear_is_close_to_float_and_passes_gradients():
@@ -150,7 +150,7 @@ def test_qat_int8_recipe_end_to_end(make_recipe, tmp_path):
     manifest = json.loads((tmp_path / "out" / "qat" / "tfc.json").read_text())
     summary = manifest["stages"][1]["summary"]
     assert summary["qat"]["fake_quantized_linear"] == 2 * 6  # 2 layers x (q, k, v, o, ffn in, ffn out)
-    assert manifest["changes"]["quantization"]["method"] == "qat-int8" and manifest["changes"]["quantization"]["format"] == "QDQ"
+    assert manifest["transforms"][-1]["method"] == "qat-int8" and manifest["transforms"][-1]["format"] == "QDQ"
     report = json.loads((tmp_path / "out" / "qat" / "report.json").read_text())
     assert abs(report["comparison"]["metric_delta"]) <= 0.05
 
@@ -159,7 +159,7 @@ def test_smoothquant_keeps_float_logits_and_tames_outliers(tiny_classifier):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from tfc_cli.arch import adapter_for
+    from tfc_cli.arch import family_for
     from tfc_cli.quant.smoothquant import SmoothedLinear, activation_maxima, smooth
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
@@ -172,7 +172,7 @@ def test_smoothquant_keeps_float_logits_and_tames_outliers(tiny_classifier):
         before = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
     down = model.bert.encoder.layer[0].output.dense
     spread_before = activation_maxima(model, [down], [batch])[0]
-    record = smooth(model, adapter_for(model).layers(), [batch], alpha=0.5)
+    record = smooth(model, family_for(model).layers(), [batch], alpha=0.5)
     with torch.no_grad():
         after = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
@@ -195,7 +195,7 @@ def test_smoothquant_static_int8_recipe_and_validation(make_recipe, tmp_path):
     result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "out" / "smooth"
-    quant = json.loads((out / "tfc.json").read_text())["changes"]["quantization"]
+    quant = json.loads((out / "tfc.json").read_text())["transforms"][-1]
     assert quant["smoothquant"]["alpha"] == 0.5 and quant["smoothquant"]["smoothed_linear"] == 12
     report = json.loads((out / "report.json").read_text())
     assert abs(report["comparison"]["metric_delta"]) <= 0.05

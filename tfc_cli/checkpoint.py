@@ -15,9 +15,10 @@ import numpy as np
 
 from .errors import TfcError
 from .model_info import MANIFEST, read_manifest
+from .transforms import replay, structure, transforms_of
 from .trust import LoadPolicy, check_local_weights, load_tokenizer
 
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2  # 2: an ordered list of transforms (transforms.py); 1: one slot per kind of change
 SAFETENSORS = "model.safetensors"
 # A torch model whose modules the plain transformers classes cannot build (pruned shapes, int8 layers) stores its
 # weights under this name: `from_pretrained` then refuses the folder ("no file named model.safetensors") instead of
@@ -25,7 +26,7 @@ SAFETENSORS = "model.safetensors"
 TFC_SAFETENSORS = "model.tfc.safetensors"
 ONNX = "model.onnx"
 # config.json sizes that a pruned model no longer has; the manifest keeps the ones its modules are built from.
-_PRUNED_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads")
+_PRUNED_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
 
 
 @dataclass
@@ -51,19 +52,34 @@ def _config_to_write(state) -> tuple[Any, dict]:
 
     A pruned model's config.json states its real sizes (hidden size, the largest layer's heads and FFN units) rather
     than the original model's; per-layer sizes that differ are in tfc.json."""
-    pruning = state.changes.get("pruning")
+    pruning = structure(state.transforms)
     if not pruning:
         return state.config, {}
     config = copy.deepcopy(state.config)
     layers = pruning["layers"]
+    kv_heads = [t for t in state.transforms if t["op"] == "prune"][-1]["layers"]
     pruned = {"hidden_size": pruning["hidden_size"], "intermediate_size": max((la["ffn"] for la in layers), default=0),
-              "num_attention_heads": max((la["heads"] for la in layers), default=0)}
-    built = {k: getattr(config, k) for k in _PRUNED_SIZES if hasattr(config, k)}
-    for key in built:
+              "num_attention_heads": max((la["heads"] for la in layers), default=0),
+              "num_key_value_heads": max((la["kv_heads"] for la in kv_heads), default=0)}
+    built = {}
+    for key in (k for k in _PRUNED_SIZES if hasattr(config, k)):
+        original = getattr(config, key)
         setattr(config, key, pruned[key])
+        if _config_valid(config):
+            built[key] = original
+        else:  # e.g. a hidden size the heads no longer divide: the config class would refuse to load it
+            setattr(config, key, original)
     config.tfc_per_layer = {"heads": [la["heads"] for la in layers], "ffn_units": [la["ffn"] for la in layers],
-                            "head_dim": pruning.get("head_dim")}
+                            "head_dim": pruning.get("head_dim"), "hidden_size": pruning["hidden_size"]}
     return config, built
+
+
+def _config_valid(config) -> bool:
+    try:
+        type(config).from_dict(config.to_dict())
+    except Exception:  # noqa: BLE001 - the config classes validate with many kinds of error
+        return False
+    return True
 
 
 def save(state, folder: Path, manifest: dict) -> None:
@@ -71,7 +87,7 @@ def save(state, folder: Path, manifest: dict) -> None:
     from safetensors.torch import save_model
 
     config, built = _config_to_write(state)
-    if state.onnx is None and state.changes:
+    if state.onnx is None and state.transforms:
         config.tfc_load = f"structure changed by tfc: load with tfc_cli.load(folder); weights in {TFC_SAFETENSORS}"
     config.save_pretrained(folder)
     state.tokenizer.save_pretrained(folder)
@@ -79,40 +95,27 @@ def save(state, folder: Path, manifest: dict) -> None:
         (folder / ONNX).write_bytes(state.onnx)
         weights = ONNX
     else:
-        weights = TFC_SAFETENSORS if state.changes else SAFETENSORS
+        weights = TFC_SAFETENSORS if state.transforms else SAFETENSORS
         save_model(state.model, str(folder / weights), metadata={"format": "pt"})
     full = {"schema_version": MANIFEST_SCHEMA, "weights": weights, "runtime": state.runtime,
-            "changes": state.changes} | ({"built_from_config": built} if built else {}) | manifest
+            "transforms": state.transforms} | ({"built_from_config": built} if built else {}) | manifest
     (folder / MANIFEST).write_text(json.dumps(full, indent=2, default=str))
 
 
 def _build_torch_model(folder: Path, manifest: dict, config):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from .arch import rebuild
     from .model_state import model_class
-    from .quant.torch_int8 import prepare_for_loading
 
     model = model_class(config).from_config(config, trust_remote_code=False)
-    pruning = manifest.get("changes", {}).get("pruning")
-    if pruning:
-        try:
-            rebuild(model, pruning)
-        except (KeyError, TypeError) as err:
-            raise TfcError(f"{folder / MANIFEST}: malformed 'pruning' record ({err})") from None
-    quant = manifest.get("changes", {}).get("quantization")
-    if quant and quant.get("backend") == "torch":
-        try:
-            prepare_for_loading(model, quant["modules"])
-        except KeyError as err:
-            raise TfcError(f"{folder / MANIFEST}: {err.args[0]}") from None
+    replay(model, transforms_of(manifest, str(folder / MANIFEST)), str(folder / MANIFEST))
     path = folder / manifest.get("weights", SAFETENSORS)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise TfcError(f"{path}: cannot read weights ({err})") from None
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors) - _tied_keys(model))
+    missing = sorted(k for k, group in _sharing(model).items() if not group & set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
     if missing or unexpected or wrong:
@@ -128,16 +131,14 @@ def _build_torch_model(folder: Path, manifest: dict, config):
     return model.eval()
 
 
-def _tied_keys(model) -> set[str]:
-    """Parameter names that share storage with an earlier one (safetensors stores shared tensors once)."""
-    seen, tied = {}, set()
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        ptr = tensor.data_ptr() if tensor.numel() else None
-        if ptr is not None and ptr in seen:
-            tied.add(name)
-        elif ptr is not None:
-            seen[ptr] = name
-    return tied
+def _sharing(model) -> dict[str, set[str]]:
+    """Each state-dict name with the names that share its storage (safetensors stores a shared tensor once, under
+    any one of its names)."""
+    by_ptr: dict[int, set[str]] = {}
+    names = model.state_dict(keep_vars=True)
+    for name, tensor in names.items():
+        by_ptr.setdefault(tensor.data_ptr() if tensor.numel() else id(tensor), set()).add(name)
+    return {name: by_ptr[tensor.data_ptr() if tensor.numel() else id(tensor)] for name, tensor in names.items()}
 
 
 def load(path: str | Path) -> Checkpoint:
@@ -150,7 +151,7 @@ def load(path: str | Path) -> Checkpoint:
     if not folder.is_dir():
         raise TfcError(f"{folder}: no such checkpoint folder")
     quiet_transformers()
-    manifest = read_manifest(folder) or {"weights": SAFETENSORS, "runtime": "torch", "changes": {}}
+    manifest = read_manifest(folder) or {"weights": SAFETENSORS, "runtime": "torch", "transforms": []}
     if manifest.get("schema_version", MANIFEST_SCHEMA) > MANIFEST_SCHEMA:
         raise TfcError(f"{folder / MANIFEST}: schema {manifest['schema_version']} is newer than this tfc understands")
     try:
@@ -218,4 +219,4 @@ def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPo
     if not info.is_causal_lm:
         align_pad_token(model, tokenizer, info.source)
     folder = Path(info.source) if Path(info.source).is_dir() else Path(".")
-    return Checkpoint(folder, {"runtime": "torch", "changes": {}}, model.config, tokenizer, model=model)
+    return Checkpoint(folder, {"runtime": "torch", "transforms": []}, model.config, tokenizer, model=model)

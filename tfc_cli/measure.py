@@ -15,6 +15,7 @@ from .lm.bench import prompt_ids, time_generation
 from .lm.perplexity import perplexity, text_token_ids
 from .lm.runners import TorchLmRunner
 from .runners import TorchRunner, runner_for
+from .transforms import structure
 
 
 def _baseline_size(baseline) -> dict:
@@ -90,7 +91,7 @@ def report_warnings(recipe, report: dict) -> list[str]:
 
 
 def build_report(recipe, data, measured: dict, stage_records: list, fingerprint: dict, verify_diff: float,
-                 output: Path, wall_s: float, changes: dict) -> dict:
+                 output: Path, wall_s: float, transforms: list[dict]) -> dict:
     index = recipe.baseline_index
     report = {
         "schema_version": REPORT_SCHEMA, "tfc_version": __version__,
@@ -102,7 +103,7 @@ def build_report(recipe, data, measured: dict, stage_records: list, fingerprint:
         "baseline_definition": f"model after stage {index} ({recipe.stages[index - 1].type})" if index else "the input model",
         "inputs": fingerprint, "load_policy": recipe.policy.record(),
         "stages": stage_records, "verification": {"max_logit_diff": verify_diff}, **measured,
-        "structure": changes.get("pruning"),  # per-layer kept heads / FFN units, when a stage pruned
+        "structure": structure(transforms),  # per-layer kept heads / FFN units, when a stage pruned
     }
     report["task"]["held_out"] = getattr(data, "held_out", None)
     report["comparison"] = comparison(measured["models"]["baseline"], measured["models"]["compressed"])

@@ -64,16 +64,18 @@ class ModelInfo:
         return any(a.endswith("ForCausalLM") for a in self.architectures)
 
     @property
-    def changes(self) -> dict:
-        return (self.manifest or {}).get("changes", {})
+    def transforms(self) -> list[dict]:
+        from .transforms import transforms_of
+
+        return transforms_of(self.manifest, f"{self.source}/{MANIFEST}")
 
     @property
     def quantized(self) -> bool:
-        return bool(self.changes.get("quantization"))
+        return any(t["op"] == "quantize" for t in self.transforms)
 
     @property
     def pruned(self) -> bool:
-        return bool(self.changes.get("pruning"))
+        return any(t["op"] == "prune" for t in self.transforms)
 
 
 def read_manifest(folder: str | Path) -> dict | None:
@@ -108,6 +110,8 @@ def check_manifest(manifest, path: Path) -> dict:
         raise TfcError(f"{path}: 'runtime' must be one of {', '.join(_RUNTIMES)}, got {str(manifest.get('runtime'))[:100]!r}")
     if not isinstance(manifest.get("changes", {}), dict):
         raise TfcError(f"{path}: 'changes' must be an object")
+    if not isinstance(manifest.get("transforms", []), list):
+        raise TfcError(f"{path}: 'transforms' must be a list")
     return manifest
 
 

@@ -17,7 +17,7 @@ class ModelState:
     tokenizer: Any
     config: Any  # transformers PretrainedConfig
     onnx: bytes | None = None  # serialized ONNX model when the runtime is ONNX Runtime
-    changes: dict = field(default_factory=dict)  # structural changes, recorded in tfc.json
+    transforms: list = field(default_factory=list)  # what tfc did to the model, in order (tfc.json schema 2)
 
     @property
     def runtime(self) -> str:
@@ -79,7 +79,7 @@ def load_for_task(info: ModelInfo, label_names: list[str], policy: LoadPolicy = 
 
         ckpt = load(info.source)
         return ModelState(model=ckpt.model, tokenizer=ckpt.tokenizer, config=ckpt.config,
-                          changes=copy.deepcopy(info.changes))
+                          transforms=copy.deepcopy(info.transforms))
     check_local_weights(info.source, policy)
     head = {} if info.has_classification_head else {
         "num_labels": num_labels, "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}

@@ -75,7 +75,7 @@ def _seed(seed: int) -> None:
 
 def _check_stage_output(spec, result, sample: dict) -> None:
     """A compressing stage that changed nothing, or a model that now outputs NaN/inf, stops the run here."""
-    if spec.stage.compresses and not result.changes:
+    if spec.stage.compresses and not result.transforms:
         raise TfcError(f"stage '{spec.type}' (line {spec.line}) finished without changing the model")
     logits = runner_for(result.state)(sample)
     if not np.all(np.isfinite(logits)):
@@ -127,9 +127,9 @@ def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
         result = spec.stage.apply(state, ctx)
         _check_stage_output(spec, result, sample)
         state = result.state
-        state.changes.update(result.changes)
+        state.transforms = state.transforms + result.transforms
         record = {"type": spec.type, "config": spec.stage.record_config(), "wall_s": time.perf_counter() - t0,
-                  "summary": result.summary, "changes": sorted(result.changes)}
+                  "summary": result.summary, "transforms": [t["op"] for t in result.transforms]}
         records.append(record)
         save_stage(work, i, spec.type, state, stage_fingerprint(recipe, fingerprint, i), record)
     if baseline is None:  # no compressing stage: the result is its own baseline
@@ -150,7 +150,7 @@ def _compress_locked(prepared: Prepared, overwrite: bool, resume: bool) -> dict:
     fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
     progress.info(f"[bold]tfc compress[/] {escape(recipe.name)}: model {escape(recipe.model)}, {len(recipe.stages)} stage(s)")
     if is_lm(recipe):
-        data = load_text_data(recipe.task)
+        data = load_text_data(recipe.task, need_train=any(s.stage.needs_train() for s in recipe.stages))
     else:
         data = labels_for(load_task_data(recipe.task, seed=recipe.seed, hold_out_test=True), prepared.info)
     state, baseline, records, sample = _run_stages(prepared, data, fingerprint, resume)
@@ -162,7 +162,7 @@ def _compress_locked(prepared: Prepared, overwrite: bool, resume: bool) -> dict:
         saved, diff = verify_reload(state, tmp, sample)  # below, the model as saved is measured, not the one in memory
         measured = measure(recipe, data, baseline, saved, prepared.output)
         report = build_report(recipe, data, measured, records, fingerprint, diff, prepared.output,
-                              time.perf_counter() - started, state.changes)
+                              time.perf_counter() - started, state.transforms)
         write_report(report, tmp)
     shutil.rmtree(work_dir(prepared.output), ignore_errors=True)  # the result is complete: stage checkpoints go
     failed = [g for g in report["gates"] if not g["passed"]]

@@ -154,13 +154,14 @@ def _configured_as(config) -> str:
 
 
 def _check_order(specs: list[StageSpec], problems: list[Problem]) -> None:
-    pruned_at = None
+    pruned = None  # the last pruning stage: a later one must prune further (targets count from the original model)
     for spec in specs:
-        if spec.stage.prunes_structure and pruned_at is not None:
-            problems.append(Problem(spec.line, f"stage '{spec.type}' cannot follow a pruning stage (line {pruned_at}): "
-                                    "prune once, with the final target"))
+        target = getattr(spec.stage.config, "target_sparsity", None)
+        if spec.stage.prunes_structure and pruned is not None and (target is None or target <= pruned[1]):
+            problems.append(Problem(spec.line, f"stage '{spec.type}' follows a pruning stage (line {pruned[0]}) with "
+                                    f"target_sparsity {pruned[1]:g}: its own target ({target}) must be higher"))
         if spec.stage.prunes_structure:
-            pruned_at = spec.line
+            pruned = (spec.line, target if target is not None else 1.0)
     for before, after in zip(specs, specs[1:]):
         if before.stage.final:
             problems.append(Problem(after.line, f"stage '{after.type}' cannot follow '{before.type}' (line {before.line}): "
@@ -250,6 +251,8 @@ def data_problems(recipe: Recipe) -> list[Problem]:
     dataset = task.dataset
     if isinstance(dataset, str) and (dataset.startswith("demo:") or not looks_like_local(dataset)):
         return []  # demo assets and hub ids are checked when loaded
+    if task.type == "causal-lm" and isinstance(dataset, dict):
+        dataset = {k: v for k, v in dataset.items() if not str(v).startswith("demo:")}
     if isinstance(dataset, str) and Path(dataset).expanduser().is_file():
         return [] if task.type == "causal-lm" else [Problem(line, f"dataset {dataset} is one file: give split files as a "
                                                             f"mapping, e.g. dataset: {{train: ..., test: {dataset}}}")]

@@ -71,7 +71,9 @@ def runtimes_for(ckpt) -> list[str]:
 
     if ckpt.onnx is not None:
         return ["onnxruntime"]
-    if (getattr(ckpt, "manifest", None) or {}).get("changes", {}).get("quantization"):
+    from .transforms import has, transforms_of
+
+    if has(transforms_of(getattr(ckpt, "manifest", None)), "quantize"):
         return ["torch"]  # tfc's INT8 layers (torch._int_mm) have no ONNX export and gain nothing from compiling here
     return ["torch", "onnxruntime"] if is_causal_lm(ckpt.config) else list(RUNTIMES)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .checkpoint import load, save
 from .errors import TfcError
+from .transforms import transforms_of
 
 STAGE_FILE = "stage.json"
 
@@ -111,4 +112,4 @@ def load_stage(work: Path, index: int, kind: str):
         raise TfcError(f"cannot resume from {folder}: {err}") from None
     onnx = Path(ckpt.onnx).read_bytes() if ckpt.onnx else None
     return ModelState(model=ckpt.model, tokenizer=ckpt.tokenizer, config=ckpt.config, onnx=onnx,
-                      changes=dict(ckpt.manifest.get("changes", {})))
+                      transforms=transforms_of(ckpt.manifest))

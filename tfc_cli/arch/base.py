@@ -1,8 +1,9 @@
-"""What a model family's adapter answers, so pruning stages never hard-code module names.
+"""The sizes structured pruning acts on, which units survive it, and the gates that decide.
 
-Structure is described by counts and kept indices:
-- `Dims`: the sizes pruning acts on (layers, heads per layer, head dim, FFN units per layer, hidden size).
-- `Keep`: which heads / FFN units / hidden dims survive; a layer with no head (or no FFN unit) loses that
+- `Dims`: per layer the attention groups (a key/value head with the query heads that read it; one query head
+  under plain multi-head attention) and the FFN units, plus the hidden size. Parameter counts come from these
+  and the family's matrix shapes, never from a formula written elsewhere.
+- `Keep`: which groups / FFN units / hidden dims survive; a layer with no group (or no FFN unit) loses that
   whole sublayer and the residual passes through.
 """
 from __future__ import annotations
@@ -13,51 +14,72 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Dims:
     num_layers: int
-    num_heads: tuple[int, ...]  # per layer
+    groups: tuple[int, ...]  # attention groups per layer (= key/value heads)
+    group_size: int  # query heads per group (1 without grouped-query attention)
     head_dim: int
     ffn: tuple[int, ...]  # FFN units per layer
+    ffn_matrices: int  # matrices an FFN unit has a row or column in: 2 (up, down) or 3 (gate, up, down)
     hidden: int
+
+    @property
+    def group_width(self) -> int:
+        """Weights per hidden dim that one attention group owns: its q and o columns, its k and v rows."""
+        return self.head_dim * (2 * self.group_size + 2)
+
+    @property
+    def max_groups(self) -> int:
+        return max(self.groups, default=0)
+
+    @property
+    def max_ffn(self) -> int:
+        return max(self.ffn, default=0)
+
+    def heads(self, layer: int) -> int:
+        return self.groups[layer] * self.group_size
 
     def prunable_params(self) -> int:
         """Attention and FFN weight values (biases, norms and embeddings excluded, as in CoFi)."""
-        return sum(4 * self.hidden * h * self.head_dim + 2 * self.hidden * f for h, f in zip(self.num_heads, self.ffn))
+        return self.hidden * sum(g * self.group_width + f * self.ffn_matrices for g, f in zip(self.groups, self.ffn))
 
 
 @dataclass(frozen=True)
 class Keep:
-    heads: tuple[tuple[int, ...], ...]  # kept head indices per layer; () removes the attention sublayer
+    groups: tuple[tuple[int, ...], ...]  # kept attention groups per layer; () removes the attention sublayer
     ffn: tuple[tuple[int, ...], ...]  # kept FFN unit indices per layer; () removes the FFN sublayer
     hidden: tuple[int, ...] | None  # kept hidden dims; None keeps all
 
-    def dims(self, head_dim: int, hidden_total: int) -> Dims:
-        return Dims(len(self.heads), tuple(len(h) for h in self.heads), head_dim, tuple(len(f) for f in self.ffn),
-                    hidden_total if self.hidden is None else len(self.hidden))
+    def dims(self, before: Dims) -> Dims:
+        return Dims(before.num_layers, tuple(len(g) for g in self.groups), before.group_size, before.head_dim,
+                    tuple(len(f) for f in self.ffn), before.ffn_matrices,
+                    before.hidden if self.hidden is None else len(self.hidden))
 
-    def structure(self, total: Dims) -> dict:
-        """The tfc.json record (changes.pruning): enough to rebuild every shape, and what the report charts."""
+    def record(self, before: Dims) -> dict:
+        """The shapes tfc.json records: counts (the first n of each are rebuilt, then the saved weights fill them)
+        and the kept group indices, which some families need (e.g. MPNet's per-head position bias)."""
+        after = self.dims(before)
         return {
-            "hidden_size": total.hidden if self.hidden is None else len(self.hidden),
-            "hidden_size_total": total.hidden,
-            "head_dim": total.head_dim,
-            "layers": [{"heads": len(h), "heads_total": ht, "ffn": len(f), "ffn_total": ft}
-                       for h, f, ht, ft in zip(self.heads, self.ffn, total.num_heads, total.ffn)],
+            "hidden_size": after.hidden, "hidden_size_before": before.hidden, "head_dim": before.head_dim,
+            "group_size": before.group_size,
+            "layers": [{"heads": after.heads(i), "heads_before": before.heads(i), "kv_heads": len(g),
+                        "kept_groups": list(g), "ffn": len(f), "ffn_before": before.ffn[i]}
+                       for i, (g, f) in enumerate(zip(self.groups, self.ffn))],
         }
 
     @classmethod
-    def first_n(cls, structure: dict) -> "Keep":
-        """Shapes only (the first n of each): enough to rebuild modules that saved weights then fill."""
-        layers = structure["layers"]
-        hidden = structure["hidden_size"]
-        return cls(tuple(tuple(range(layer["heads"])) for layer in layers),
+    def from_record(cls, record: dict) -> "Keep":
+        layers = record["layers"]
+        hidden = record["hidden_size"]
+        return cls(tuple(tuple(layer["kept_groups"]) for layer in layers),
                    tuple(tuple(range(layer["ffn"])) for layer in layers),
-                   None if hidden == structure["hidden_size_total"] else tuple(range(hidden)))
+                   None if hidden == record["hidden_size_before"] else tuple(range(hidden)))
 
 
 @dataclass
 class Gates:
     """Gate values for one forward pass; None means that granularity is not gated (all ones).
 
-    Shapes: mha (L,), heads (L, H), ffn_layer (L,), ffn (L, F), hidden (D,). A zero removes the unit.
+    Shapes: mha (L,), heads (L, G) over attention groups, ffn_layer (L,), ffn (L, F), hidden (D,). A zero
+    removes the unit. In a model that is already pruned, G and F are the largest layer's; absent units are 0.
     """
     mha: "object" = None
     heads: "object" = None

@@ -35,15 +35,18 @@ class HardConcrete(nn.Module):
         return torch.sigmoid(self.log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R)).clamp(EPS, 1 - EPS)
 
     @torch.no_grad()
-    def deterministic(self) -> torch.Tensor:
-        """Per row (last dim): zero the round(expected zeros) weakest gates; the rest get sigmoid(log-alpha) values."""
+    def deterministic(self, exists: torch.Tensor) -> torch.Tensor:
+        """Per row (last dim): zero the round(expected zeros) weakest existing gates; the rest get sigmoid(log-alpha)
+        values. Gates of units the model no longer has (`exists` false) are 0."""
         rows = self.log_alpha.reshape(-1, self.log_alpha.shape[-1])
-        probs = self.prob_nonzero().reshape(rows.shape)
-        out = torch.sigmoid(rows / BETA * SOFT_MASK_SHARPNESS)
+        mask = exists.reshape(rows.shape).to(rows.device)
+        probs = (self.prob_nonzero().reshape(rows.shape) * mask)
+        out = torch.sigmoid(rows / BETA * SOFT_MASK_SHARPNESS) * mask
         for r in range(rows.shape[0]):
-            zeros = round(rows.shape[1] - float(probs[r].sum()))
+            zeros = round(float(mask[r].sum()) - float(probs[r].sum()))
             if zeros > 0:
-                out[r, torch.topk(out[r], k=zeros, largest=False).indices] = 0.0
+                ranked = out[r].masked_fill(~mask[r], float("inf"))
+                out[r, torch.topk(ranked, k=zeros, largest=False).indices] = 0.0
         return out.reshape(self.log_alpha.shape)
 
 
@@ -52,31 +55,41 @@ class CofiGates(nn.Module):
 
     def __init__(self, dims: Dims, enabled: dict[str, bool], droprate_init: float):
         super().__init__()
-        if len(set(dims.num_heads)) != 1 or len(set(dims.ffn)) != 1:
-            raise ValueError("CoFi gates need an unpruned model (equal heads and FFN units in every layer)")
         self.dims = dims
-        shapes = {"mha": (dims.num_layers,), "heads": (dims.num_layers, dims.num_heads[0]),
-                  "ffn_layer": (dims.num_layers,), "ffn": (dims.num_layers, dims.ffn[0]), "hidden": (dims.hidden,)}
+        L = dims.num_layers
+        shapes = {"mha": (L,), "heads": (L, dims.max_groups), "ffn_layer": (L,), "ffn": (L, dims.max_ffn),
+                  "hidden": (dims.hidden,)}
+        # which gates stand for a unit the model has: a model pruned before has ragged layers, maybe empty ones
+        groups, ffn = torch.tensor(dims.groups), torch.tensor(dims.ffn)
+        exists = {"mha": groups > 0, "heads": torch.arange(dims.max_groups)[None, :] < groups[:, None],
+                  "ffn_layer": ffn > 0, "ffn": torch.arange(dims.max_ffn)[None, :] < ffn[:, None],
+                  "hidden": torch.ones(dims.hidden, dtype=torch.bool)}
+        for name, mask in exists.items():
+            self.register_buffer(f"exists_{name}", mask, persistent=False)
         # 1-d gates (mha, ffn_layer, hidden) form one group for `deterministic`; heads and units one per layer
         self.gates = nn.ModuleDict({k: HardConcrete(shapes[k], droprate_init) for k in GRANULARITIES if enabled.get(k)})
 
+    def exists(self, name: str) -> torch.Tensor:
+        return getattr(self, f"exists_{name}")
+
     def sample(self) -> Gates:
-        return Gates(**{k: g.sample() for k, g in self.gates.items()})
+        return Gates(**{k: g.sample() * self.exists(k) for k, g in self.gates.items()})
 
     def deterministic(self) -> Gates:
-        return Gates(**{k: g.deterministic() for k, g in self.gates.items()})
+        return Gates(**{k: g.deterministic(self.exists(k)) for k, g in self.gates.items()})
 
-    def _score(self, name: str, shape) -> torch.Tensor:
-        return self.gates[name].prob_nonzero() if name in self.gates else torch.ones(shape)
+    def score(self, name: str) -> torch.Tensor:
+        """P(gate != 0) per gate; 1 for a granularity that is not gated; 0 for a unit the model does not have."""
+        mask = self.exists(name).float()
+        return self.gates[name].prob_nonzero() * mask if name in self.gates else mask
 
     def expected_params(self) -> torch.Tensor:
-        """Expected remaining prunable weights: sum over layers of hidden x (4 x head_dim x heads + 2 x units)."""
+        """Expected remaining prunable weights: hidden x (group width x groups + FFN matrices x units)."""
         d = self.dims
-        L = d.num_layers
-        hidden = self._score("hidden", (d.hidden,)).sum()
-        heads = (self._score("heads", (L, d.num_heads[0])) * self._score("mha", (L,))[:, None]).sum()
-        units = (self._score("ffn", (L, d.ffn[0])) * self._score("ffn_layer", (L,))[:, None]).sum()
-        return hidden * (4 * d.head_dim * heads + 2 * units)
+        hidden = self.score("hidden").sum()
+        groups = (self.score("heads") * self.score("mha")[:, None]).sum()
+        units = (self.score("ffn") * self.score("ffn_layer")[:, None]).sum()
+        return hidden * (d.group_width * groups + d.ffn_matrices * units)
 
     def expected_sparsity(self) -> torch.Tensor:
         return 1 - self.expected_params() / self.dims.prunable_params()

@@ -19,23 +19,33 @@ from .gates import BETA, SOFT_MASK_SHARPNESS, CofiGates
 _SUBLAYERS = (("mha", "heads"), ("ffn_layer", "ffn"))  # (sublayer gate, unit gates)
 
 
+def _present(counts: tuple[int, ...], width: int) -> torch.Tensor:
+    return (torch.arange(width)[None, :] < torch.tensor(counts)[:, None]).float()
+
+
 def _kept(gates: Gates, dims: Dims) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(heads kept per layer, FFN units kept per layer, hidden dims kept), sublayer gates applied."""
-    L = dims.num_layers
-    heads = torch.ones(L, dims.num_heads[0]) if gates.heads is None else (gates.heads != 0).float()
-    units = torch.ones(L, dims.ffn[0]) if gates.ffn is None else (gates.ffn != 0).float()
+    """(attention groups kept per layer, FFN units kept per layer, hidden dims kept), sublayer gates applied."""
+    heads = _present(dims.groups, dims.max_groups)
+    units = _present(dims.ffn, dims.max_ffn)
+    if gates.heads is not None:
+        heads = heads * (gates.heads.cpu() != 0).float()
+    if gates.ffn is not None:
+        units = units * (gates.ffn.cpu() != 0).float()
     if gates.mha is not None:
-        heads = heads * (gates.mha != 0).float()[:, None]
+        heads = heads * (gates.mha.cpu() != 0).float()[:, None]
     if gates.ffn_layer is not None:
-        units = units * (gates.ffn_layer != 0).float()[:, None]
+        units = units * (gates.ffn_layer.cpu() != 0).float()[:, None]
     hidden = dims.hidden if gates.hidden is None else int((gates.hidden != 0).sum())
     return heads.sum(1), units.sum(1), hidden
 
 
-def achieved_sparsity(gates: Gates, dims: Dims) -> float:
+def kept_params(gates: Gates, dims: Dims) -> int:
     heads, units, hidden = _kept(gates, dims)
-    params = float((hidden * (4 * dims.head_dim * heads + 2 * units)).sum())
-    return 1 - params / dims.prunable_params()
+    return int((hidden * (dims.group_width * heads + dims.ffn_matrices * units)).sum())
+
+
+def achieved_sparsity(gates: Gates, dims: Dims) -> float:
+    return 1 - kept_params(gates, dims) / dims.prunable_params()
 
 
 def _open_value(log_alpha: float) -> float:
@@ -46,14 +56,17 @@ def _candidates(level: str, gates: Gates, learned: CofiGates, removing: bool) ->
     """(log-alpha, gate name, index, prunable weights it governs) for every gate that may flip."""
     dims = learned.dims
     _, _, hidden = _kept(gates, dims)
-    unit_cost = {"heads": 4 * dims.head_dim * hidden, "ffn": 2 * hidden}
+    unit_cost = {"heads": dims.group_width * hidden, "ffn": dims.ffn_matrices * hidden}
     out = []
     for layer_kind, unit_kind in _SUBLAYERS:
         layer_gates, unit_gates = getattr(gates, layer_kind), getattr(gates, unit_kind)
-        width = dims.num_heads[0] if unit_kind == "heads" else dims.ffn[0]
+        counts = dims.groups if unit_kind == "heads" else dims.ffn
         for layer in range(dims.num_layers):
+            width = counts[layer]
+            if width == 0:  # removed before this stage: nothing to flip
+                continue
             alive = layer_gates is None or bool(layer_gates[layer] != 0)
-            units = torch.ones(width) if unit_gates is None else unit_gates[layer]
+            units = torch.ones(width) if unit_gates is None else unit_gates[layer][:width]
             if level == "sublayers" and layer_kind in learned.gates and alive == removing:
                 cost = int((units != 0).sum()) * unit_cost[unit_kind]
                 out.append((float(learned.gates[layer_kind].log_alpha[layer]), layer_kind, (layer,), cost))
@@ -66,7 +79,8 @@ def _candidates(level: str, gates: Gates, learned: CofiGates, removing: bool) ->
 
 @torch.no_grad()
 def project(gates: Gates, learned: CofiGates, target: float, tolerance: float) -> tuple[Gates, int]:
-    """Gates whose achieved sparsity is as close to `target` as the gated granularities allow."""
+    """Gates whose achieved sparsity (of the model entering the stage) is as close to `target` as the gated
+    granularities allow."""
     dims, total = learned.dims, learned.dims.prunable_params()
     values = {f.name: (None if getattr(gates, f.name) is None else getattr(gates, f.name).clone())
               for f in dataclasses.fields(Gates)}

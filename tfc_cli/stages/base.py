@@ -23,7 +23,7 @@ class StageContext:
 class StageResult:
     state: "ModelState"
     summary: dict[str, Any] = field(default_factory=dict)  # what the report shows for this stage
-    changes: dict[str, Any] = field(default_factory=dict)  # structural changes, recorded in tfc.json
+    transforms: list[dict] = field(default_factory=list)  # what the stage did to the model (transforms.py), in order
 
 
 class Stage:

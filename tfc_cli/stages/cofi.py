@@ -20,16 +20,17 @@ import torch
 from torch import nn
 
 from .. import progress
-from ..arch import ADAPTERS, GateSlot, adapter_for, slice_linear
+from ..arch import BY_MODEL_TYPE, GateSlot, family_for, known_types
+from ..arch.gating import Gating
+from ..arch.surgery import fold, resize, slice_linear_
 from ..cofi.distill import LayerCapture, default_teacher_layers, layer_loss, logit_loss
 from ..cofi.gates import CofiGates, Lagrangian
 from ..cofi.target import achieved_sparsity, project
-from ..data import tokenize
 from ..errors import TfcError
 from ..labels import head_labels
-from ..evaluate import evaluate
-from ..runners import TorchRunner
 from ..schema import param
+from ..tasks import masked_logits, task_of
+from ..transforms import original_prunable_params, transform
 from .base import Stage, StageContext, StageResult
 
 PROJECTION_TOLERANCE = 0.005  # the final gates land within half a point of the target
@@ -57,7 +58,8 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class CofiConfig:
-    target_sparsity: float = param(0.6, help="fraction of attention+FFN weights to remove", min=0, max=0.99, min_exclusive=True)
+    target_sparsity: float = param(0.6, help="fraction of the original model's attention+FFN weights to remove (a model "
+                                   "pruned before keeps counting from its original size)", min=0, max=0.99, min_exclusive=True)
     epochs: int = param(20, help="epochs learning gates and weights together", min=1)
     sparsity_warmup_epochs: float = param(2, help="epochs over which the sparsity target rises linearly to target_sparsity", min=0)
     finetune_epochs: int = param(20, help="distillation epochs on the pruned model (0 to skip)", min=0)
@@ -78,17 +80,21 @@ class Cofi(Stage):
     type = "cofi"
     Config = CofiConfig
     prunes_structure = True
-    help = ("CoFi structured pruning: learned L0 masks over attention sublayers, heads, FFN sublayers, FFN units and "
-            "hidden dims with layer-wise distillation; the result is physically smaller and dense.")
+    tasks = ("text-classification", "causal-lm")
+    help = ("CoFi structured pruning: learned L0 masks over attention sublayers, heads (whole key/value groups), FFN "
+            "sublayers, FFN units and hidden dims with layer-wise distillation; the result is physically smaller.")
 
     def validate(self, info, task: str) -> list[str]:
         c, problems = self.config, []
-        if info.model_type not in ADAPTERS:
-            problems.append(f"model type '{info.model_type}' is not supported (known: {', '.join(sorted(ADAPTERS))})")
+        if info.model_type not in BY_MODEL_TYPE:
+            problems.append(f"model type '{info.model_type}' is not supported (known: {known_types()})")
         if info.quantized:
             problems.append("cannot prune a quantized model")
-        if info.pruned:
-            problems.append("the model is already pruned; prune the unpruned model with a higher target_sparsity")
+        original = original_prunable_params(info.transforms) if info.pruned else None
+        sparsity = next((t.get("sparsity_of_original") for t in reversed(info.transforms) if t["op"] == "prune"), None)
+        if original and sparsity is not None and sparsity >= c.target_sparsity:
+            problems.append(f"the model is already pruned to sparsity {sparsity:.3f} of its original size; "
+                            f"target_sparsity ({c.target_sparsity:g}) must be higher")
         if not any(c.prune.gates().values()):
             problems.append("every granularity in 'prune' is switched off: nothing can be pruned")
         if c.sparsity_warmup_epochs > c.epochs:
@@ -115,55 +121,59 @@ class Cofi(Stage):
 
     def plan(self, info) -> str:
         c = self.config
-        d = info.hidden_size
-        prunable = info.num_layers * (4 * d * d + 2 * d * info.intermediate_size)
         grains = ", ".join(k for k, on in c.prune.__dict__.items() if on)
-        return (f"learn L0 gates over {grains} of {info.num_layers} layers for {c.epochs} epoch(s); "
-                f"{prunable / 1e6:.2f} M prunable attention+FFN weights, target sparsity {c.target_sparsity:g} "
-                f"(about {prunable * (1 - c.target_sparsity) / 1e6:.2f} M kept) reached over {c.sparsity_warmup_epochs:g} epoch(s); "
+        return (f"learn L0 gates over {grains} of {info.num_layers} layers for {c.epochs} epoch(s), reaching target "
+                f"sparsity {c.target_sparsity:g} of the attention+FFN weights over {c.sparsity_warmup_epochs:g} epoch(s); "
                 f"distil from {c.teacher or 'the model entering the stage'}; then remove the pruned parts and "
                 f"fine-tune {c.finetune_epochs} epoch(s)")
 
     # ------------------------------------------------------------------------------------------------------
     def apply(self, state, ctx: StageContext) -> StageResult:
         c = self.config
+        task = task_of(ctx.recipe)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         student = state.model.to(device)
         teacher = self._teacher(state).to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        adapter, teacher_adapter = adapter_for(student), adapter_for(teacher)
-        dims, teacher_dims = adapter.dims(), teacher_adapter.dims()
+        family, teacher_family = family_for(student), family_for(teacher)
+        dims, teacher_dims = family.dims(), teacher_family.dims()
+        original = original_prunable_params(state.transforms) or dims.prunable_params()
+        stage_target = 1 - (1 - c.target_sparsity) * original / dims.prunable_params()
+        if stage_target <= 0:
+            raise TfcError(f"stage 'cofi': the model already has {dims.prunable_params()} of its {original} original "
+                           f"prunable weights, at or below target_sparsity {c.target_sparsity:g}")
         teacher_layers = list(c.distill.teacher_layers or default_teacher_layers(teacher_dims.num_layers))
         if max(teacher_layers) >= teacher_dims.num_layers:
             raise TfcError(f"stage 'cofi': distill.teacher_layers {teacher_layers} but the teacher has {teacher_dims.num_layers} layers")
-        transform = nn.Linear(dims.hidden, teacher_dims.hidden).to(device)
+        transform_ = nn.Linear(dims.hidden, teacher_dims.hidden).to(device)
         if dims.hidden == teacher_dims.hidden:  # the student starts as the teacher: start from a perfect match
             with torch.no_grad():
-                transform.weight.copy_(torch.eye(dims.hidden))
-                transform.bias.zero_()
+                transform_.weight.copy_(torch.eye(dims.hidden))
+                transform_.bias.zero_()
 
-        loader = self._loader(state, ctx)
+        loader = task.train_loader(state, ctx, c.batch_size, ctx.seed)
         gates = CofiGates(dims, c.prune.gates(), c.droprate_init).to(device)
         lagrangian = Lagrangian().to(device)
         slot = GateSlot()
-        adapter.install_gates(slot)
-        run_student = LayerCapture(student, adapter.layers())
-        run_teacher = LayerCapture(teacher, teacher_adapter.layers())
+        gating = Gating(family, slot)
+        run_student = LayerCapture(student, family.layers())
+        run_teacher = LayerCapture(teacher, teacher_family.layers())
 
         def distill_loss(batch, alive=None):
             with torch.no_grad():
                 t_logits, t_hidden = run_teacher(batch)
             s_logits, s_hidden = run_student(batch)
-            l_layer, matched = layer_loss(s_hidden, t_hidden, teacher_layers, transform, batch["attention_mask"], alive)
-            l_logit = logit_loss(s_logits, t_logits, c.temperature)
+            mask = batch["attention_mask"]
+            l_layer, matched = layer_loss(s_hidden, t_hidden, teacher_layers, transform_, mask, alive)
+            l_logit = logit_loss(masked_logits(s_logits, mask), masked_logits(t_logits, mask), c.temperature)
             return c.distill.layer_alpha * l_layer + c.distill.logit_alpha * l_logit, matched
 
         # -- phase 1: gates and weights ----------------------------------------------------------------------
         steps = c.epochs * len(loader)
         warmup = max(1, round(c.sparsity_warmup_epochs * len(loader)))
         optimizer = torch.optim.AdamW([
-            {"params": list(student.parameters()) + list(transform.parameters()), "lr": c.learning_rate},
+            {"params": list(student.parameters()) + list(transform_.parameters()), "lr": c.learning_rate},
             {"params": list(gates.parameters()), "lr": c.reg_learning_rate, "weight_decay": 0.0},
             {"params": list(lagrangian.parameters()), "lr": c.reg_learning_rate, "weight_decay": 0.0}])
         decay = lambda step: max(0.0, 1 - step / steps)  # noqa: E731
@@ -175,7 +185,7 @@ class Cofi(Stage):
             with progress.bar(f"cofi epoch {epoch}/{c.epochs}", len(loader)) as advance:
                 for batch in loader:
                     batch = {k: v.to(device) for k, v in batch.items()}
-                    target = c.target_sparsity * min(1.0, step / warmup)
+                    target = stage_target * min(1.0, step / warmup)
                     slot.gates = gates.sample()
                     alive = None if slot.gates.mha is None else (slot.gates.mha != 0).tolist()
                     loss, matched = distill_loss(batch, alive)
@@ -189,34 +199,32 @@ class Cofi(Stage):
             history.append({"epoch": epoch, "phase": "prune", "distill_loss": float(np.mean(losses)),
                             "expected_sparsity": gates.expected_sparsity().item()})
             progress.info(f"  epoch {epoch}: distill loss {np.mean(losses):.4f}, expected sparsity "
-                          f"{history[-1]['expected_sparsity']:.3f} (target {c.target_sparsity:g})")
+                          f"{history[-1]['expected_sparsity']:.3f} (target {stage_target:.3f} of this stage's input)")
 
         # -- the gates become fixed; the model is physically pruned -------------------------------------------
         student.eval()
         final = gates.deterministic()
         before_projection = achieved_sparsity(final, dims)
-        final, moved = project(final, gates, c.target_sparsity, PROJECTION_TOLERANCE)
-        sample = next(iter(loader))
-        sample = {k: v.to(device) for k, v in sample.items()}
+        final, moved = project(final, gates, stage_target, PROJECTION_TOLERANCE)
+        sample = {k: v.to(device) for k, v in next(iter(loader)).items()}
         slot.gates = final
         with torch.no_grad():
             gated_logits = student(**sample).logits
-        adapter.remove_gates()
-        keep = adapter.fold(final)
-        adapter.resize(keep)
+        gating.remove()
+        keep = fold(family, final)
+        resize(family, keep)
         with torch.no_grad():
             pruned_logits = student(**sample).logits
         diff = float((gated_logits - pruned_logits).abs().max())
         if not diff <= EQUIVALENCE_ATOL:
             raise TfcError(f"stage 'cofi': the pruned model does not reproduce the gated model (max logit difference "
-                           f"{diff:.3g}); this is a bug in the {type(adapter).__name__} adapter")
+                           f"{diff:.3g}); this is a bug in the {type(family).__name__} family description")
         if keep.hidden is not None:
-            transform = slice_linear(transform, cols=keep.hidden)
-        pruned_dims = adapter.dims()
-        achieved = 1 - pruned_dims.prunable_params() / dims.prunable_params()
-        val = self._validate(student, state, ctx, "validation, pruned")
-        progress.info(f"  pruned: sparsity {achieved:.3f} (target {c.target_sparsity:g}), "
-                      f"validation accuracy {val:.4f} before fine-tuning")
+            slice_linear_(transform_, cols=keep.hidden)
+        pruned_dims = family.dims()
+        achieved = 1 - pruned_dims.prunable_params() / original
+        val = task.validate(student, state, ctx, "validation, pruned")
+        progress.info(f"  pruned: sparsity {achieved:.3f} (target {c.target_sparsity:g}), {val} before fine-tuning")
         if abs(achieved - c.target_sparsity) > 0.02:
             progress.info(f"  [yellow]warning[/]: sparsity {achieved:.3f} is more than 2 points from the target: the gated "
                           "units left are too coarse to land closer (train longer, or switch on more granularities)")
@@ -224,8 +232,8 @@ class Cofi(Stage):
         # -- phase 2: distillation on the pruned model ----------------------------------------------------------
         best_epoch, best_val, best_state = 0, val, copy.deepcopy(student.state_dict())
         if c.finetune_epochs:
-            alive = [h > 0 for h in pruned_dims.num_heads]
-            params = list(student.parameters()) + list(transform.parameters())
+            alive = [g > 0 for g in pruned_dims.groups]
+            params = list(student.parameters()) + list(transform_.parameters())
             optimizer = torch.optim.AdamW(params, lr=c.finetune_learning_rate or c.learning_rate)
             steps = c.finetune_epochs * len(loader)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
@@ -240,28 +248,30 @@ class Cofi(Stage):
                         _step(loss, optimizer, scheduler, params, c.max_grad_norm)
                         losses.append(loss.item())
                         advance(loss=float(np.mean(losses[-50:])))
-                val = self._validate(student, state, ctx, f"validation, fine-tune epoch {epoch}")
+                val = task.validate(student, state, ctx, f"validation, fine-tune epoch {epoch}")
                 history.append({"epoch": epoch, "phase": "finetune", "distill_loss": float(np.mean(losses)),
-                                "validation_accuracy": val})
-                progress.info(f"  fine-tune epoch {epoch}: distill loss {np.mean(losses):.4f}, validation accuracy {val:.4f}")
-                if val > best_val:
+                                "validation": {val.name: val.value}})
+                progress.info(f"  fine-tune epoch {epoch}: distill loss {np.mean(losses):.4f}, {val}")
+                if val.better_than(best_val):
                     best_epoch, best_val, best_state = epoch, val, copy.deepcopy(student.state_dict())
         student.load_state_dict(best_state)
         run_student.close()
         run_teacher.close()
         state.model = student.cpu().eval()
 
-        structure = keep.structure(dims) | {
-            "method": "cofi", "target_sparsity": c.target_sparsity, "sparsity": achieved,
-            "prunable_params": pruned_dims.prunable_params(), "prunable_params_total": dims.prunable_params()}
+        record = transform("prune", method="cofi", **keep.record(dims), target_sparsity=c.target_sparsity,
+                           sparsity_of_original=achieved, prunable_params=pruned_dims.prunable_params(),
+                           prunable_params_before=dims.prunable_params(), prunable_params_original=original)
         summary = {"target_sparsity": c.target_sparsity, "sparsity": achieved,
-                   "sparsity_before_projection": before_projection, "units_moved_by_projection": moved,
-                   "prunable_params": pruned_dims.prunable_params(), "prunable_params_total": dims.prunable_params(),
-                   "hidden_size": pruned_dims.hidden, "heads": list(pruned_dims.num_heads), "ffn": list(pruned_dims.ffn),
+                   "sparsity_before_projection": 1 - (1 - before_projection) * dims.prunable_params() / original,
+                   "units_moved_by_projection": moved,
+                   "prunable_params": pruned_dims.prunable_params(), "prunable_params_total": original,
+                   "hidden_size": pruned_dims.hidden, "heads": [pruned_dims.heads(i) for i in range(pruned_dims.num_layers)],
+                   "kv_heads": list(pruned_dims.groups), "ffn": list(pruned_dims.ffn),
                    "gated_vs_pruned_max_logit_diff": diff, "teacher_layers": teacher_layers,
-                   "matched_student_layers": matched,
-                   "best_finetune_epoch": best_epoch, "validation_accuracy": best_val, "epochs": history}
-        return StageResult(state, summary=summary, changes={"pruning": structure})
+                   "matched_student_layers": matched, "best_finetune_epoch": best_epoch,
+                   best_val.name.replace(" ", "_"): best_val.value, "epochs": history}
+        return StageResult(state, summary=summary, transforms=[record])
 
     # ------------------------------------------------------------------------------------------------------
     def _teacher(self, state):
@@ -279,20 +289,6 @@ class Cofi(Stage):
             raise TfcError(f"stage 'cofi': teacher {self.config.teacher} has labels {head_labels(ckpt.config)}, "
                            f"the model has {head_labels(state.config)} (ids must mean the same labels)")
         return ckpt.model
-
-    def _loader(self, state, ctx: StageContext):
-        from transformers import DataCollatorWithPadding
-
-        train = tokenize(ctx.data.split("train"), state.tokenizer, ctx.recipe.task.max_length).remove_columns("label")
-        generator = torch.Generator().manual_seed(ctx.seed)
-        return torch.utils.data.DataLoader(train, batch_size=self.config.batch_size, shuffle=True, generator=generator,
-                                           collate_fn=DataCollatorWithPadding(state.tokenizer))
-
-    @staticmethod
-    def _validate(model, state, ctx: StageContext, label: str) -> float:
-        model.eval()
-        return evaluate(TorchRunner(model), state.tokenizer, ctx.data, ctx.recipe.task.max_length,
-                        split="validation", label=label)["accuracy"]
 
     @staticmethod
     def _check_finite(loss: torch.Tensor, epoch: int, step: int | None) -> None:

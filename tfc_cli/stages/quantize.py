@@ -21,7 +21,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from ..arch import ADAPTERS, adapter_for
+from ..arch import BY_MODEL_TYPE, family_for, known_types
 from ..evaluate import evaluate
 from ..onnx_export import export_decoder_onnx, export_onnx, input_names
 from ..quant.accuracy_guard import guarded_quantize
@@ -32,6 +32,7 @@ from ..quant.torch_int8 import quantize_modules
 from ..quant.weight_only import weight_only_quantize
 from ..runners import OrtRunner
 from ..schema import param
+from ..transforms import transform
 from .base import Stage, StageContext, StageResult
 from .finetune import Finetune, FinetuneConfig
 
@@ -85,11 +86,11 @@ class Quantize(Stage):
             problems.append("algorithm 'hqq' quantizes to 4 bits only (set bits: 4, or algorithm: rtn)")
         if self.config.method in ("static-int8", "qat-int8") and self.config.backend != "onnxruntime":
             problems.append(f"{self.config.method} runs on backend 'onnxruntime' (set backend: onnxruntime)")
-        if self.config.method == "qat-int8" and info.model_type not in ADAPTERS:
-            problems.append(f"qat-int8 does not know model type '{info.model_type}' (known: {', '.join(sorted(ADAPTERS))})")
-        if self.config.smoothquant is not None and info.model_type not in ADAPTERS:  # the recipe allows it only for
+        if self.config.method == "qat-int8" and info.model_type not in BY_MODEL_TYPE:
+            problems.append(f"qat-int8 does not know model type '{info.model_type}' (known: {known_types()})")
+        if self.config.smoothquant is not None and info.model_type not in BY_MODEL_TYPE:  # the recipe allows it only for
             problems.append(f"smoothquant does not know model type '{info.model_type}' "  # static-int8 and qat-int8
-                            f"(known: {', '.join(sorted(ADAPTERS))})")
+                            f"(known: {known_types()})")
         if self.config.max_accuracy_drop is not None and self.config.backend != "onnxruntime":
             problems.append("max_accuracy_drop needs backend 'onnxruntime'")
         return problems
@@ -140,7 +141,7 @@ class Quantize(Stage):
             names = quantize_modules(state.model)
             changes = {"method": c.method, "backend": "torch", "weights": "int8 per-channel symmetric",
                        "activations": "int8 per-token dynamic (Linear); embeddings int8 per row", "modules": names}
-            return StageResult(state, summary={"quantized_modules": len(names)}, changes={"quantization": changes})
+            return StageResult(state, summary={"quantized_modules": len(names)}, transforms=[transform("quantize", **changes)])
 
         reduce_range = not has_vnni()
         changes = {"method": c.method, "backend": "onnxruntime", "weights": "int8", "per_channel": c.per_channel,
@@ -158,7 +159,7 @@ class Quantize(Stage):
                         "format": "QDQ"}
             summary["calibration_samples"] = len(rows)
             if c.smoothquant is not None:
-                changes["smoothquant"] = smooth(state.model, adapter_for(state.model).layers(), batches, c.smoothquant)
+                changes["smoothquant"] = smooth(state.model, family_for(state.model).layers(), batches, c.smoothquant)
                 summary["smoothquant"] = changes["smoothquant"]
         else:
             changes["activations"] = "uint8 dynamic"
@@ -175,7 +176,7 @@ class Quantize(Stage):
                         "validation_accuracy_int8_all": guard.accuracy_int8_all, "validation_accuracy": guard.accuracy,
                         "guard_tries": guard.tries}
         state.model = None  # the ONNX graph is now the model
-        return StageResult(state, summary=summary, changes={"quantization": changes})
+        return StageResult(state, summary=summary, transforms=[transform("quantize", **changes)])
 
     def _weight_only(self, state) -> StageResult:
         c = self.config
@@ -186,17 +187,17 @@ class Quantize(Stage):
         changes = {"method": "weight-only", "backend": "onnxruntime", "bits": c.bits, "group_size": c.group_size,
                    "weights": f"int{c.bits}, one scale per {c.group_size} weights, {zero}", "compute": c.compute,
                    "activations": "float" + (" (int8 per group inside each matmul)" if c.compute == "int8" else "")} | record
-        return StageResult(state, summary=record, changes={"quantization": changes})
+        return StageResult(state, summary=record, transforms=[transform("quantize", **changes)])
 
     def _train_quantization_aware(self, state, ctx: StageContext) -> dict:
         """Fine-tune with fake-quantized Linear layers (the best epoch on validation is kept), then unwrap them."""
         c = self.config
-        layers = adapter_for(state.model).layers()
+        layers = family_for(state.model).layers()
         wrapped = insert_fake_quant(layers)
         trainer = Finetune(FinetuneConfig(epochs=c.qat_epochs, learning_rate=c.qat_learning_rate,
                                           batch_size=c.qat_batch_size, warmup_ratio=0.0))
         result = trainer.apply(state, ctx)
-        remove_fake_quant(adapter_for(state.model).layers())
+        remove_fake_quant(family_for(state.model).layers())
         return {"fake_quantized_linear": wrapped} | result.summary
 
     def _guard(self, quantizer: OnnxInt8, state, ctx: StageContext):

@@ -1,0 +1,97 @@
+"""Every family: a gated forward pass equals the physically pruned model, whatever the gates remove."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tfc_cli.arch import FAMILIES, GateSlot, Gates, family_for
+from tfc_cli.arch.gating import Gating
+from tfc_cli.arch.surgery import fold, resize
+
+from tests.tiny_families import CONFIGS, DECODERS, tiny_batch, tiny_model
+
+
+def random_gates(dims, seed: int, drop_layers: bool = True) -> Gates:
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.rand(*shape, generator=g) * 0.8 + 0.2  # noqa: E731
+    heads, ffn, hidden = rand(dims.num_layers, dims.max_groups), rand(dims.num_layers, dims.max_ffn), rand(dims.hidden)
+    heads[1, 1] = 0
+    ffn[1, ::3] = 0
+    hidden[::4] = 0
+    mha, ffn_layer = rand(dims.num_layers), rand(dims.num_layers)
+    if drop_layers:
+        mha[0] = 0  # layer 0 loses its attention (decoders: the KV cache must still count layer 0's tokens)
+        ffn[2] = 0  # layer 2 loses every FFN unit
+    return Gates(mha=mha, heads=heads, ffn_layer=ffn_layer, ffn=ffn, hidden=hidden)
+
+
+def test_every_model_type_in_the_table_has_a_family():
+    covered = {t for f in FAMILIES for t in f.model_types}
+    assert set(CONFIGS) <= covered
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_gated_equals_pruned(model_type):
+    model = tiny_model(model_type)
+    batch = tiny_batch(model_type)
+    family = family_for(model)
+    dims = family.dims()
+    assert dims.num_layers == 3 and dims.head_dim == 6
+    if model_type in DECODERS:
+        assert (dims.groups, dims.group_size, dims.ffn_matrices) == ((3,) * 3, 2, 3)
+    gates = random_gates(dims, seed=0)
+    slot = GateSlot(gates)
+    gating = Gating(family, slot)
+    with torch.no_grad():
+        gated = model(**batch).logits
+    gating.remove()
+    keep = fold(family, gates)
+    resize(family, keep)
+    with torch.no_grad():
+        pruned = model(**batch).logits
+    torch.testing.assert_close(pruned, gated, atol=2e-5, rtol=1e-4)
+    after = family.dims()
+    assert after.groups[0] == 0 and after.groups[1] == 2 and after.ffn[2] == 0
+    assert after.hidden == dims.hidden - len(range(0, dims.hidden, 4))
+    assert after.prunable_params() == sum(p.numel() for layer in family.layers() for n, p in layer.named_parameters()
+                                          if p.dim() == 2 and "norm" not in n.lower())
+
+
+@pytest.mark.parametrize("model_type", DECODERS)
+def test_pruned_decoder_generates_like_its_full_forward(model_type):
+    """Decoding with the KV cache after layer 0's attention was removed equals the uncached forward."""
+    model = tiny_model(model_type)
+    family = family_for(model)
+    gates = random_gates(family.dims(), seed=2)
+    resize(family, fold(family, gates))
+    ids = tiny_batch(model_type, batch=1)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=5, do_sample=False, use_cache=True)
+        full = model(out).logits
+    assert torch.equal(out[0, ids.shape[1]:], full[0, ids.shape[1] - 1:-1].argmax(-1))
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_pruning_twice_composes(model_type):
+    """A pruned model is pruned again (ragged layers); its count follows, and the second result equals its gates."""
+    model = tiny_model(model_type)
+    family = family_for(model)
+    resize(family, fold(family, random_gates(family.dims(), seed=3)))
+    dims = family.dims()
+    gates = random_gates(dims, seed=4, drop_layers=False)
+    for name, rows in (("heads", dims.groups), ("ffn", dims.ffn)):  # units a layer no longer has stay closed
+        tensor = getattr(gates, name)
+        for i, n in enumerate(rows):
+            tensor[i, n:] = 0
+    batch = tiny_batch(model_type)
+    slot = GateSlot(gates)
+    gating = Gating(family, slot)
+    with torch.no_grad():
+        gated = model(**batch).logits
+    gating.remove()
+    resize(family, fold(family, gates))
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, gated, atol=2e-5, rtol=1e-4)
+    assert family.dims().prunable_params() < dims.prunable_params()
