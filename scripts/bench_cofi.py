@@ -22,6 +22,9 @@ from pathlib import Path
 
 import yaml
 
+import tfc_cli
+from tfc_cli.arch import family_for
+
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER = ROOT / "runs" / "rt-minilm-finetune"
 OUT = ROOT / "runs" / "bench-cofi"
@@ -75,14 +78,15 @@ def main() -> None:
     if not (TEACHER / "tfc.json").exists():
         tfc("compress", "recipes/rt-minilm-finetune.yaml")
     teacher_report = json.loads((TEACHER / "report.json").read_text())
-    layer_params = 4 * 384 * 384 + 2 * 384 * 1536  # MiniLM-L6 attention+FFN weights per layer
+    dims = family_for(tfc_cli.load(TEACHER).model).dims()
+    layer_params = dims.prunable_params() // dims.num_layers  # attention+FFN weights per layer
     rows = {"teacher (fp32)": {"folder": TEACHER, "accuracy": teacher_report["models"]["compressed"]["metrics"]["accuracy"],
-                               "prunable": 6 * layer_params, "wall_s": teacher_report["wall_s"]}}
+                               "prunable": dims.prunable_params(), "wall_s": teacher_report["wall_s"]}}
     for sparsity, recipe in ((60, "rt-minilm-cofi60-int8"), (90, "rt-minilm-cofi90")):
         spec = yaml.safe_load((ROOT / "recipes" / f"{recipe}.yaml").read_text())
         cofi = next(s for s in spec["stages"] if s["type"] == "cofi")
         report = run_recipe(f"cofi{sparsity}", TEACHER, [cofi])
-        pruning = json.loads((OUT / f"cofi{sparsity}" / "tfc.json").read_text())["changes"]["pruning"]
+        pruning = report["structure"]
         rows[f"CoFi {sparsity}% (fp32)"] = {"folder": OUT / f"cofi{sparsity}", "accuracy": report["models"]["compressed"]["metrics"]["accuracy"],
                                           "prunable": pruning["prunable_params"], "wall_s": report["wall_s"], "structure": pruning}
         int8 = run_recipe(f"cofi{sparsity}-int8", OUT / f"cofi{sparsity}", [{"type": "quantize", "method": "dynamic-int8", "backend": "onnxruntime"}])

@@ -15,6 +15,7 @@ from tfc_cli.errors import TfcError, UsageError
 from tfc_cli.transforms import transform
 from tfc_cli.model_state import ModelState
 from tfc_cli.quant.torch_int8 import quantize_modules
+from tfc_cli.runners import runner_for
 
 
 @pytest.fixture
@@ -140,3 +141,36 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_tfc_result(tmp_path):
         with atomic_output(tmp_path / "mine", overwrite=True):
             pass
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_schema_1_manifest_still_loads(state, tmp_path):
+    """Folders written before the transforms list (one slot per kind of change) load with the same logits."""
+    from tfc_cli.arch import Gates, family_for
+    from tfc_cli.arch.surgery import fold, resize
+
+    family = family_for(state.model)
+    dims = family.dims()
+    heads, ffn = torch.ones(dims.num_layers, dims.max_groups), torch.ones(dims.num_layers, dims.max_ffn)
+    heads[0, 1:3], ffn[1, ::2] = 0, 0
+    resize(family, fold(family, Gates(heads=heads, ffn=ffn)))
+    names = quantize_modules(state.model)
+    after = family.dims()
+    state.transforms = [transform("prune", hidden_size=dims.hidden, hidden_size_before=dims.hidden, head_dim=8,
+                                  group_size=1, layers=[{"heads": g, "heads_before": 4, "kv_heads": g,
+                                                         "kept_groups": list(range(g)), "ffn": f, "ffn_before": 37}
+                                                        for g, f in zip(after.groups, after.ffn)]),
+                        transform("quantize", backend="torch", modules=names)]
+    folder = saved(state, tmp_path / "ckpt")
+    manifest = json.loads((folder / "tfc.json").read_text())
+    del manifest["transforms"]
+    manifest |= {"schema_version": 1, "changes": {
+        "pruning": {"method": "cofi", "hidden_size": dims.hidden, "hidden_size_total": dims.hidden, "head_dim": 8,
+                    "sparsity": 0.2, "layers": [{"heads": g, "heads_total": 4, "ffn": f, "ffn_total": 37}
+                                                for g, f in zip(after.groups, after.ffn)]},
+        "quantization": {"method": "dynamic-int8", "backend": "torch", "modules": names}}}
+    (folder / "tfc.json").write_text(json.dumps(manifest))
+    ckpt = tfc_cli.load(folder)
+    assert [t["op"] for t in ckpt.manifest.get("transforms", [])] == []  # read as schema 1 ...
+    assert family_for(ckpt.model).dims().groups == after.groups  # ... and rebuilt from it
+    np.testing.assert_allclose(runner_for(ckpt)(batch(state.tokenizer)), runner_for(state)(batch(state.tokenizer)),
+                               atol=1e-5)

@@ -350,3 +350,25 @@ def test_pruned_output_is_refused_by_the_plain_classes_and_states_its_sizes(cofi
     assert sum(la["ffn"] for la in layers) < 2 * 37  # the original sizes are gone
     with pytest.raises(OSError, match="no file named model.safetensors"):
         AutoModelForSequenceClassification.from_pretrained(cofi_run)
+
+
+def test_standardized_layer_loss_ignores_the_scale_of_each_dim():
+    """Pre-norm decoders' residual streams carry a few huge dims; standardized, each dim's error counts by its
+    own scale, so scaling one dim of both models by 100 leaves the loss as it was (the plain MSE explodes)."""
+    from tfc_cli.cofi.distill import layer_loss
+
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 5, 6) for _ in range(2)]
+    student = [t + 0.1 * torch.randn_like(t) for t in teacher]
+    identity = torch.nn.Linear(6, 6)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(6))
+        identity.bias.zero_()
+    mask = torch.ones(2, 5)
+    scale = torch.ones(6)
+    scale[2] = 100.0
+    plain, _ = layer_loss(student, teacher, [1], identity, mask)
+    std, _ = layer_loss(student, teacher, [1], identity, mask, standardize=True)
+    scaled = [s * scale for s in student], [t * scale for t in teacher]
+    assert float(layer_loss(*scaled, [1], identity, mask)[0]) > 100 * float(plain)
+    assert float(layer_loss(*scaled, [1], identity, mask, standardize=True)[0]) == pytest.approx(float(std), rel=1e-4)

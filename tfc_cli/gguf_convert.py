@@ -21,7 +21,7 @@ def converted_folder(gguf_path: Path, folder: Path) -> Path:
         return folder
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .model_state import quiet_transformers
+    from .hf_classes import quiet_transformers
 
     quiet_transformers()
     progress.info(f"converting {gguf_path.name} to a Hugging Face folder (once) ...")

@@ -15,6 +15,7 @@ from .lm.bench import prompt_ids, time_generation
 from .lm.perplexity import perplexity, text_token_ids
 from .lm.runners import TorchLmRunner
 from .runners import TorchRunner, runner_for
+from .training import num_processes
 from .transforms import structure
 
 
@@ -102,7 +103,8 @@ def build_report(recipe, data, measured: dict, stage_records: list, fingerprint:
                  "metric": "perplexity" if recipe.task.type == "causal-lm" else "accuracy"},
         "baseline_definition": f"model after stage {index} ({recipe.stages[index - 1].type})" if index else "the input model",
         "inputs": fingerprint, "load_policy": recipe.policy.record(),
-        "stages": stage_records, "verification": {"max_logit_diff": verify_diff}, **measured,
+        "stages": stage_records, "training_processes": num_processes(),
+        "verification": {"max_logit_diff": verify_diff}, **measured,
         "structure": structure(transforms),  # per-layer kept heads / FFN units, when a stage pruned
     }
     report["task"]["held_out"] = getattr(data, "held_out", None)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import TfcError
+from .hf_classes import quiet_transformers
 from .model_info import ModelInfo
 from .strict_load import align_pad_token, check_tokenizer_fits, from_pretrained_strictly
 from .trust import LoadPolicy, check_local_weights, load_tokenizer
@@ -22,28 +23,6 @@ class ModelState:
     @property
     def runtime(self) -> str:
         return "onnxruntime" if self.onnx is not None else "torch"
-
-
-def quiet_transformers() -> None:
-    """transformers and datasets print load reports, advice and bars; tfc reports what matters itself."""
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-
-
-def is_causal_lm(config) -> bool:
-    return any(a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or ()))
-
-
-def model_class(config):
-    """The transformers auto class that loads this config's model with its head."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    return AutoModelForCausalLM if is_causal_lm(config) else AutoModelForSequenceClassification
 
 
 def load_causal_lm(info: ModelInfo, policy: LoadPolicy = LoadPolicy()) -> ModelState:

@@ -33,9 +33,10 @@ from .model_info import ModelInfo, model_info
 from .model_state import load_causal_lm, load_for_task
 from .output_lock import output_lock
 from .recipe import Recipe, parse_recipe, stage_problems
-from .report import write as write_report
+from .report_files import write as write_report
 from .runners import runner_for
 from .stages.base import StageContext
+from .training import is_main_process, num_processes
 from .workdir import load_stage, resumable, save_stage, stage_fingerprint, work_dir
 
 
@@ -94,14 +95,15 @@ def _sample_batch(recipe: Recipe, data, tokenizer) -> dict:
 
 
 def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
-    """Run (or reuse) every stage; returns (final state, baseline state, stage records, a sample batch)."""
-    recipe, work = prepared.recipe, work_dir(prepared.output)
+    """Run (or reuse) every stage; returns (final state, baseline state, stage records, a sample batch). Under a
+    multi-process launch every process runs the stages (training.py) and only the main one touches the work folder."""
+    recipe, work, main = prepared.recipe, work_dir(prepared.output), is_main_process()
     start, records, refusal = resumable(work, recipe, fingerprint) if resume else (0, [], None)
     if resume:
         progress.info(escape(f"resuming: stages 1-{start} reused from {work}" if start else f"resuming: no finished stage in {work}"))
         if refusal:
             progress.info(escape(refusal))
-    elif work.exists():
+    elif work.exists() and main:
         shutil.rmtree(work)  # a fresh run never mixes with an older one's stages
     baseline_at = recipe.baseline_index
 
@@ -131,32 +133,41 @@ def _run_stages(prepared: Prepared, data, fingerprint: dict, resume: bool):
         record = {"type": spec.type, "config": spec.stage.record_config(), "wall_s": time.perf_counter() - t0,
                   "summary": result.summary, "transforms": [t["op"] for t in result.transforms]}
         records.append(record)
-        save_stage(work, i, spec.type, state, stage_fingerprint(recipe, fingerprint, i), record)
+        if main:
+            save_stage(work, i, spec.type, state, stage_fingerprint(recipe, fingerprint, i), record)
     if baseline is None:  # no compressing stage: the result is its own baseline
         baseline = copy.deepcopy(state)
     return state, baseline, records, sample
 
 
-def compress(prepared: Prepared, overwrite: bool = False, resume: bool = False) -> dict:
-    """Run the recipe; returns the report. Raises GateFailure (after writing everything) if a gate fails."""
+def compress(prepared: Prepared, overwrite: bool = False, resume: bool = False) -> dict | None:
+    """Run the recipe; returns the report (None in a process other than the main one of a multi-process launch,
+    which only trains). Raises GateFailure (after writing everything) if a gate fails."""
+    if not is_main_process():
+        recipe = prepared.recipe
+        _run_stages(prepared, _load_data(recipe, prepared.info), inputs_fingerprint(recipe), resume)
+        return None
     check_free_space(prepared.info.source, prepared.output, len(prepared.recipe.stages))
     with output_lock(prepared.output):
         check_output(prepared.output, overwrite, prepared.inputs)  # again: another run may have finished meanwhile
         return _compress_locked(prepared, overwrite, resume)
 
 
+def _load_data(recipe: Recipe, info: ModelInfo):
+    if is_lm(recipe):
+        return load_text_data(recipe.task, need_train=any(s.stage.needs_train() for s in recipe.stages))
+    return labels_for(load_task_data(recipe.task, seed=recipe.seed, hold_out_test=True), info)
+
+
 def _compress_locked(prepared: Prepared, overwrite: bool, resume: bool) -> dict:
     recipe, started = prepared.recipe, time.perf_counter()
     fingerprint = inputs_fingerprint(recipe)  # taken before any work, so a reused run matches what it was computed from
     progress.info(f"[bold]tfc compress[/] {escape(recipe.name)}: model {escape(recipe.model)}, {len(recipe.stages)} stage(s)")
-    if is_lm(recipe):
-        data = load_text_data(recipe.task, need_train=any(s.stage.needs_train() for s in recipe.stages))
-    else:
-        data = labels_for(load_task_data(recipe.task, seed=recipe.seed, hold_out_test=True), prepared.info)
+    data = _load_data(recipe, prepared.info)
     state, baseline, records, sample = _run_stages(prepared, data, fingerprint, resume)
     manifest = {"tfc_version": __version__, "task": recipe.task.type, "labels": getattr(data, "label_names", None),
                 "recipe": {"name": recipe.name, "sha256": recipe.sha256}, "seed": recipe.seed,
-                "base_model": recipe.model, "stages": records}
+                "base_model": recipe.model, "stages": records, "training_processes": num_processes()}
     with atomic_output(prepared.output, overwrite, prepared.inputs) as tmp:
         save(state, tmp, manifest)
         saved, diff = verify_reload(state, tmp, sample)  # below, the model as saved is measured, not the one in memory

@@ -68,14 +68,6 @@ def read_report(path: Path) -> dict:
     return report
 
 
-def write(report: dict, folder: Path) -> None:
-    from .report_html import run_html
-
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (folder / "report.md").write_text(markdown(report))
-    (folder / "report.html").write_text(run_html(report))
-
-
 def _size_rows(b: dict, c: dict, cmp_: dict) -> list[tuple[str, str, str, str]]:
     return [("weights on disk", f"{b['size']['bytes_on_disk'] / 1e6:.1f} MB", f"{c['size']['bytes_on_disk'] / 1e6:.1f} MB",
              f"{cmp_['size_ratio']:.3f}x"),

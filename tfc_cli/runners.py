@@ -6,6 +6,8 @@ import inspect
 import numpy as np
 import torch
 
+from .ort_session import ort_session
+
 
 RUNTIMES = ("torch", "torch-compile", "onnxruntime")
 
@@ -20,23 +22,11 @@ class TorchRunner:
         self.runtime = "torch-compile" if compile else "torch"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        device = next(self.model.parameters()).device
         with torch.inference_mode():
-            inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items() if k in self.input_names}
-            return self.model(**inputs).logits.float().numpy()
-
-
-def ort_session(onnx_model: bytes | str, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # ORT's threads busy-wait after each run by default; in an interleaved benchmark that steals the cores
-    # from the next model (measured: torch fp32 ran 2.5x slower right after a spinning ORT call).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+            inputs = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()
+                      if k in self.input_names}
+            return self.model(**inputs).logits.float().cpu().numpy()
 
 
 class OrtRunner:
@@ -53,7 +43,7 @@ class OrtRunner:
 
 def runner_for(state, threads: int | None = None):
     """The runner for a ModelState or a loaded Checkpoint (both have .model / .onnx / .config)."""
-    from .model_state import is_causal_lm
+    from .hf_classes import is_causal_lm
 
     if is_causal_lm(state.config):
         from .lm.runners import lm_runner_for
@@ -67,7 +57,7 @@ def runner_for(state, threads: int | None = None):
 def runtimes_for(ckpt) -> list[str]:
     """Runtimes a checkpoint can be timed on: an ONNX model only on ONNX Runtime, a torch model on all three
     (a causal LM on torch and onnxruntime: torch.compile would recompile at every decode length)."""
-    from .model_state import is_causal_lm
+    from .hf_classes import is_causal_lm
 
     if ckpt.onnx is not None:
         return ["onnxruntime"]
@@ -86,7 +76,7 @@ def runner_on(ckpt, runtime: str, threads: int | None = None):
         raise UsageError(f"{ckpt.folder} runs on {' or '.join(runtimes_for(ckpt))} only, not {runtime}")
     if ckpt.onnx is not None or runtime == "torch":
         return runner_for(ckpt, threads)
-    from .model_state import is_causal_lm
+    from .hf_classes import is_causal_lm
 
     if is_causal_lm(ckpt.config) and runtime == "onnxruntime":
         from .lm.runners import OrtLmRunner

@@ -26,7 +26,7 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ):
     options["debug"] = debug
-    from ..model_state import quiet_transformers
+    from ..hf_classes import quiet_transformers
 
     quiet_transformers()
 

@@ -14,7 +14,7 @@ from .. import progress
 from ..errors import UsageError
 from ..lm.bench import prompt_ids, time_generation
 from ..model_info import max_positions
-from ..model_state import is_causal_lm
+from ..hf_classes import is_causal_lm
 from ..runners import RUNTIMES, runner_on, runtimes_for
 from ..trust import LoadPolicy
 from ..report import speed_with_interval

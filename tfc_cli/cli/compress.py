@@ -10,6 +10,7 @@ from ..errors import GateFailure, Interrupted
 from ..pipeline import compress as run_compress
 from ..pipeline import prepare
 from ..report import table
+from ..training import is_main_process
 from .common import err, handle_errors, out, print_warnings, set_quiet
 from .plan import print_plan
 
@@ -24,7 +25,7 @@ def compress(
     resume: bool = typer.Option(False, "--resume", help="reuse the stages a failed run finished, if their inputs match"),
 ):
     """Run a recipe: load, apply its stages, save, verify the reload, evaluate, benchmark, report."""
-    set_quiet(quiet)
+    set_quiet(quiet or not is_main_process())  # under a multi-process launch the main process speaks for all
     prepared = prepare(recipe, output, overwrite)
     if dry_run:
         print_plan(prepared.recipe, prepared.info)
@@ -33,6 +34,8 @@ def compress(
     before = _result_stamp(prepared.output)
     try:
         report = run_compress(prepared, overwrite=overwrite, resume=resume)
+        if report is None:  # a training process of a multi-process launch: the main process writes and reports
+            return
     except KeyboardInterrupt:
         if _result_stamp(prepared.output) != before:
             raise Interrupted(f"interrupted after the complete result was written to {prepared.output}") from None

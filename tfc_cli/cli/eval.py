@@ -17,7 +17,7 @@ from ..labels import head_labels, match_trained_head
 from ..lm.data import load_text_data
 from ..lm.perplexity import perplexity, text_token_ids
 from ..model_info import head_kind_problem, max_positions
-from ..model_state import is_causal_lm
+from ..hf_classes import is_causal_lm
 from ..recipe import TaskConfig, parse_recipe
 from ..runners import runner_for
 from ..trust import LoadPolicy

@@ -43,8 +43,14 @@ def logit_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float)
 
 
 def layer_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], teacher_layers: list[int],
-               transform: nn.Linear, mask: torch.Tensor, alive: list[bool] | None = None) -> tuple[torch.Tensor, list[int]]:
+               transform: nn.Linear, mask: torch.Tensor, alive: list[bool] | None = None,
+               standardize: bool = False) -> tuple[torch.Tensor, list[int]]:
     """Sum over chosen teacher layers of MSE(transform(student layer), teacher layer), over real tokens.
+
+    `standardize` divides each hidden dim's squared error by the teacher's mean square in that dim: a pre-norm
+    decoder's residual stream is not normalised and a few dims carry values in the hundreds (SmolLM2's plain MSE
+    was about 8000 at the first epoch, drowning the logit loss), so the error is measured relative to each dim's
+    scale there. Post-norm encoders' hidden states are LayerNorm outputs and use the plain MSE, as CoFi did.
 
     Teacher layers are matched from the last down: each to the closest student layer below the previous match
     (and, during pruning, whose attention is still alive). Returns the loss and the matched student layers.
@@ -52,7 +58,15 @@ def layer_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], teacher
     weights = mask[..., None].to(student[0].dtype)  # (B, T, 1): padding does not count
     denom = weights.sum() * teacher[0].shape[-1]
     mapped = [transform(s) for s in student]
-    losses = torch.stack([torch.stack([(((m - teacher[t]) ** 2) * weights).sum() / denom for m in mapped])
+
+    def error(m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        squared = ((m - t) ** 2) * weights
+        if standardize:
+            scale = ((t.detach() ** 2) * weights).sum((0, 1)) / weights.sum() + 1e-6  # (D,)
+            squared = squared / scale
+        return squared.sum() / denom
+
+    losses = torch.stack([torch.stack([error(m, teacher[t]) for m in mapped])
                           for t in teacher_layers])  # (len(teacher_layers), student layers)
     matched, upper = [], len(student)
     for row in reversed(range(len(teacher_layers))):

@@ -23,8 +23,8 @@ class TorchLmRunner:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            ids = torch.from_numpy(np.ascontiguousarray(batch["input_ids"]))
-            return self.model(input_ids=ids, use_cache=False).logits.float().numpy()
+            ids = torch.from_numpy(np.ascontiguousarray(batch["input_ids"])).to(self.model.device)
+            return self.model(input_ids=ids, use_cache=False).logits.float().cpu().numpy()
 
     def prefill(self, ids: np.ndarray):
         from transformers import DynamicCache
@@ -44,7 +44,7 @@ class OrtLmRunner:
     runtime = "onnxruntime"
 
     def __init__(self, onnx_model: bytes | str, config, threads: int | None = None):
-        from ..runners import ort_session
+        from ..ort_session import ort_session
 
         self.session = ort_session(onnx_model, threads)
         inputs = [i.name for i in self.session.get_inputs()]

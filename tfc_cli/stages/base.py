@@ -9,12 +9,11 @@ if TYPE_CHECKING:
     from ..model_info import ModelInfo
     from ..model_state import ModelState
     from ..data import TaskData
-    from ..recipe import Recipe
 
 
 @dataclass
 class StageContext:
-    recipe: "Recipe"
+    recipe: Any  # recipe.Recipe (recipe.py imports the stages, so not the other way)
     data: "TaskData"
     seed: int
 

@@ -30,6 +30,7 @@ from ..errors import TfcError
 from ..labels import head_labels
 from ..schema import param
 from ..tasks import masked_logits, task_of
+from ..training import Training
 from ..transforms import original_prunable_params, transform
 from .base import Stage, StageContext, StageResult
 
@@ -131,7 +132,8 @@ class Cofi(Stage):
     def apply(self, state, ctx: StageContext) -> StageResult:
         c = self.config
         task = task_of(ctx.recipe)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        training = Training(c.batch_size)
+        device = training.device
         student = state.model.to(device)
         teacher = self._teacher(state).to(device).eval()
         for p in teacher.parameters():
@@ -152,7 +154,7 @@ class Cofi(Stage):
                 transform_.weight.copy_(torch.eye(dims.hidden))
                 transform_.bias.zero_()
 
-        loader = task.train_loader(state, ctx, c.batch_size, ctx.seed)
+        loader = training.loader(task.train_loader(state, ctx, c.batch_size, ctx.seed))
         gates = CofiGates(dims, c.prune.gates(), c.droprate_init).to(device)
         lagrangian = Lagrangian().to(device)
         slot = GateSlot()
@@ -165,13 +167,19 @@ class Cofi(Stage):
                 t_logits, t_hidden = run_teacher(batch)
             s_logits, s_hidden = run_student(batch)
             mask = batch["attention_mask"]
-            l_layer, matched = layer_loss(s_hidden, t_hidden, teacher_layers, transform_, mask, alive)
+            l_layer, matched = layer_loss(s_hidden, t_hidden, teacher_layers, transform_, mask, alive,
+                                          standardize=teacher_family.pre_norm)
             l_logit = logit_loss(masked_logits(s_logits, mask), masked_logits(t_logits, mask), c.temperature)
+            if s_logits.dim() == 3:  # a per-token mean: weighted so that processes average to the global mean
+                l_logit = l_logit * training.token_share(mask)
+            l_layer = l_layer * training.token_share(mask)
             return c.distill.layer_alpha * l_layer + c.distill.logit_alpha * l_logit, matched
 
         # -- phase 1: gates and weights ----------------------------------------------------------------------
         steps = c.epochs * len(loader)
         warmup = max(1, round(c.sparsity_warmup_epochs * len(loader)))
+        trained = list(student.parameters()) + list(transform_.parameters()) + list(gates.parameters()) + list(
+            lagrangian.parameters())
         optimizer = torch.optim.AdamW([
             {"params": list(student.parameters()) + list(transform_.parameters()), "lr": c.learning_rate},
             {"params": list(gates.parameters()), "lr": c.reg_learning_rate, "weight_decay": 0.0},
@@ -192,10 +200,11 @@ class Cofi(Stage):
                     expected = gates.expected_sparsity()
                     total = loss + lagrangian(expected, target)
                     self._check_finite(total, epoch, step)
-                    _step(total, optimizer, scheduler, optimizer.param_groups[0]["params"], c.max_grad_norm)
+                    _step(training, total, trained, optimizer, scheduler, optimizer.param_groups[0]["params"], c.max_grad_norm)
                     step += 1
                     losses.append(loss.item())
                     advance(loss=float(np.mean(losses[-50:])), sparsity=expected.item(), target=target)
+            losses = [training.mean(float(np.mean(losses)))]  # the epoch's loss over every process's share
             history.append({"epoch": epoch, "phase": "prune", "distill_loss": float(np.mean(losses)),
                             "expected_sparsity": gates.expected_sparsity().item()})
             progress.info(f"  epoch {epoch}: distill loss {np.mean(losses):.4f}, expected sparsity "
@@ -245,9 +254,10 @@ class Cofi(Stage):
                         batch = {k: v.to(device) for k, v in batch.items()}
                         loss, matched = distill_loss(batch, alive)
                         self._check_finite(loss, epoch, None)
-                        _step(loss, optimizer, scheduler, params, c.max_grad_norm)
+                        _step(training, loss, params, optimizer, scheduler, params, c.max_grad_norm)
                         losses.append(loss.item())
                         advance(loss=float(np.mean(losses[-50:])))
+                losses = [training.mean(float(np.mean(losses)))]
                 val = task.validate(student, state, ctx, f"validation, fine-tune epoch {epoch}")
                 history.append({"epoch": epoch, "phase": "finetune", "distill_loss": float(np.mean(losses)),
                                 "validation": {val.name: val.value}})
@@ -257,6 +267,7 @@ class Cofi(Stage):
         student.load_state_dict(best_state)
         run_student.close()
         run_teacher.close()
+        training.close()
         state.model = student.cpu().eval()
 
         record = transform("prune", method="cofi", **keep.record(dims), target_sparsity=c.target_sparsity,
@@ -297,9 +308,10 @@ class Cofi(Stage):
             raise TfcError(f"stage 'cofi': loss became {loss.item()} at {where}; try a lower learning_rate")
 
 
-def _step(loss: torch.Tensor, optimizer, scheduler, clipped: list, max_grad_norm: float) -> None:
+def _step(training: Training, loss: torch.Tensor, trained: list, optimizer, scheduler, clipped: list,
+          max_grad_norm: float) -> None:
     """One optimisation step; only the model weights (`clipped`) are clipped, never the gates or multipliers."""
-    loss.backward()
+    training.backward(loss, trained)
     torch.nn.utils.clip_grad_norm_(clipped, max_grad_norm)
     optimizer.step()
     scheduler.step()

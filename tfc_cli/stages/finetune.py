@@ -1,7 +1,7 @@
 """`finetune`: train the task head and the body on the train split; keep the epoch best on validation.
 
-The loop runs through accelerate (device placement, gradient clipping); AdamW with linear warm-up and decay,
-as in the BERT fine-tuning recipe (Devlin et al., 2019).
+The loop runs through training.py (device, processes); AdamW with linear warm-up and decay, as in the BERT
+fine-tuning recipe (Devlin et al., 2019).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ..errors import TfcError
 from ..evaluate import evaluate
 from ..runners import TorchRunner
 from ..schema import param
+from ..training import Training
 from .base import Stage, StageContext, StageResult
 
 
@@ -53,10 +54,11 @@ class Finetune(Stage):
                 "evaluate on validation after each epoch and keep the best")
 
     def apply(self, state, ctx: StageContext) -> StageResult:
-        from accelerate import Accelerator
         from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
-        c, model = self.config, state.model
+        c = self.config
+        training = Training(c.batch_size)
+        model = state.model.to(training.device)
         train = tokenize(ctx.data.split("train"), state.tokenizer, ctx.recipe.task.max_length).rename_column("label", "labels")
         generator = torch.Generator().manual_seed(ctx.seed)
         loader = torch.utils.data.DataLoader(train, batch_size=c.batch_size, shuffle=True, generator=generator,
@@ -69,8 +71,8 @@ class Finetune(Stage):
         optimizer = torch.optim.AdamW(groups, lr=c.learning_rate)
         steps = c.epochs * len(loader)
         scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(c.warmup_ratio * steps), steps)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
-        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+        loader = training.loader(loader)
+        params = [p for p in model.parameters() if p.requires_grad]
 
         history, best, best_state = [], None, None
         for epoch in range(1, c.epochs + 1):
@@ -78,29 +80,27 @@ class Finetune(Stage):
             losses = []
             with progress.bar(f"finetune epoch {epoch}/{c.epochs}", len(loader)) as advance:
                 for step, batch in enumerate(loader, 1):
-                    loss = model(**batch).loss
+                    loss = model(**{k: v.to(training.device) for k, v in batch.items()}).loss
                     if not torch.isfinite(loss):
                         raise TfcError(f"stage 'finetune': loss became {loss.item()} at epoch {epoch}, step {step}; "
                                        "try a lower learning_rate")
-                    accelerator.backward(loss)
-                    accelerator.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+                    training.backward(loss, params)
+                    torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
                     losses.append(loss.item())
                     advance(loss=float(np.mean(losses[-50:])))
+            losses = [training.mean(float(np.mean(losses)))]  # the epoch's loss over every process's share
             model.eval()
-            unwrapped = accelerator.unwrap_model(model)
-            val = evaluate(TorchRunner(unwrapped), state.tokenizer, ctx.data, ctx.recipe.task.max_length,
+            val = evaluate(TorchRunner(model), state.tokenizer, ctx.data, ctx.recipe.task.max_length,
                            split="validation", label=f"validation, epoch {epoch}")
             history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation_accuracy": val["accuracy"]})
             progress.info(f"  epoch {epoch}: train loss {np.mean(losses):.4f}, validation accuracy {val['accuracy']:.4f}")
             if best is None or val["accuracy"] > best["validation_accuracy"]:
-                best, best_state = history[-1], copy.deepcopy(unwrapped.state_dict())
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.load_state_dict(best_state)
-        unwrapped.eval()
-        accelerator.free_memory()
-        state.model = unwrapped
+                best, best_state = history[-1], copy.deepcopy(model.state_dict())
+        model.load_state_dict(best_state)
+        training.close()
+        state.model = model.cpu().eval()
         return StageResult(state, summary={"best_epoch": best["epoch"], "validation_accuracy": best["validation_accuracy"],
                                            "train_examples": len(train), "epochs": history})

@@ -1,0 +1,66 @@
+"""The same recipe under `accelerate launch --multi_gpu --num_processes 2` (CPU, gloo): one output, written by the
+main process, equal to the one-process run with the same global batch up to floating-point noise."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tfc_cli
+from tfc_cli.runners import runner_for
+
+from tests.conftest import make_bert_folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model(tmp_path_factory) -> Path:
+    """Dropout draws different masks for half a batch than for the whole one: without it, the runs can be equal."""
+    folder = make_bert_folder(tmp_path_factory.mktemp("no-dropout"))
+    config = json.loads((folder / "config.json").read_text())
+    config |= {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_two_processes_give_the_one_process_result(no_dropout_model, tiny_data, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""name: procs
+model: {no_dropout_model}
+task: {{type: text-classification, dataset: {tiny_data}, text: sentence, label: sentiment, max_length: 16}}
+stages:
+  - {{type: finetune, epochs: 1, batch_size: 16, learning_rate: 1.0e-3}}
+  - {{type: cofi, target_sparsity: 0.3, epochs: 2, sparsity_warmup_epochs: 1, finetune_epochs: 1, batch_size: 16,
+      learning_rate: 1.0e-3, reg_learning_rate: 0.1}}
+bench: {{batch_size: 2, seq_len: 16, warmup: 1, repeats: 3}}
+""")
+    env = os.environ | {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    one = subprocess.run([sys.executable, "-m", "tfc_cli", "compress", str(recipe), "-o", str(tmp_path / "one"),
+                          "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "--main_process_port", str(free_port()), "-m", "tfc_cli", "compress", str(recipe),
+                          "-o", str(tmp_path / "two"), "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".one", ".two", "one", "two"))) == \
+        ["one", "two"]  # one output each; no second writer, no temp folder or lock left
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert report["training_processes"] == 2
+    assert json.loads((tmp_path / "one" / "report.json").read_text())["training_processes"] == 1
+    a, b = tfc_cli.load(tmp_path / "one"), tfc_cli.load(tmp_path / "two")
+    assert [t["layers"] for t in a.manifest["transforms"]] == [t["layers"] for t in b.manifest["transforms"]]
+    ids = np.array([[2, 30, 31, 35, 3], [2, 31, 40, 3, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    np.testing.assert_allclose(runner_for(a)(batch), runner_for(b)(batch), atol=1e-4)
