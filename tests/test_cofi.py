@@ -16,7 +16,7 @@ from tfc_cli.arch import Dims, GateSlot, Gates, family_for
 from tfc_cli.arch.gating import Gating
 from tfc_cli.arch.surgery import fold, resize
 from tfc_cli.cli.app import app
-from tfc_cli.cofi.distill import default_teacher_layers, layer_loss
+from tfc_cli.distill import default_teacher_layers, layer_loss
 from tfc_cli.cofi.gates import CofiGates, HardConcrete
 from tfc_cli.cofi.target import achieved_sparsity, project
 from tfc_cli.errors import TfcError
@@ -355,7 +355,7 @@ def test_pruned_output_is_refused_by_the_plain_classes_and_states_its_sizes(cofi
 def test_standardized_layer_loss_ignores_the_scale_of_each_dim():
     """Pre-norm decoders' residual streams carry a few huge dims; standardized, each dim's error counts by its
     own scale, so scaling one dim of both models by 100 leaves the loss as it was (the plain MSE explodes)."""
-    from tfc_cli.cofi.distill import layer_loss
+    from tfc_cli.distill import layer_loss
 
     torch.manual_seed(0)
     teacher = [torch.randn(2, 5, 6) for _ in range(2)]

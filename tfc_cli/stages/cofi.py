@@ -11,31 +11,19 @@ zeroed, giving a dense smaller model; `finetune_epochs` then continue the distil
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
-import torch
-from torch import nn
-
 from .. import progress
-from ..arch import BY_MODEL_TYPE, GateSlot, family_for, known_types
-from ..arch.gating import Gating
-from ..arch.surgery import fold, resize, slice_linear_
-from ..cofi.distill import LayerCapture, default_teacher_layers, layer_loss, logit_loss
-from ..cofi.gates import CofiGates, Lagrangian
-from ..cofi.target import achieved_sparsity, project
+from ..arch import BY_MODEL_TYPE, family_for, known_types
+from ..cofi.run import CofiRun
 from ..errors import TfcError
 from ..labels import head_labels
 from ..schema import param
-from ..tasks import masked_logits, task_of
+from ..tasks import task_of
 from ..training import Training
 from ..transforms import original_prunable_params, transform
 from .base import Stage, StageContext, StageResult
-
-PROJECTION_TOLERANCE = 0.005  # the final gates land within half a point of the target
-EQUIVALENCE_ATOL = 1e-3  # gated vs physically pruned logits, checked on a real batch
 
 
 @dataclass(frozen=True)
@@ -133,155 +121,39 @@ class Cofi(Stage):
         c = self.config
         task = task_of(ctx.recipe)
         training = Training(c.batch_size)
-        device = training.device
-        student = state.model.to(device)
-        teacher = self._teacher(state).to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        family, teacher_family = family_for(student), family_for(teacher)
-        dims, teacher_dims = family.dims(), teacher_family.dims()
+        dims = family_for(state.model).dims()
         original = original_prunable_params(state.transforms) or dims.prunable_params()
         stage_target = 1 - (1 - c.target_sparsity) * original / dims.prunable_params()
         if stage_target <= 0:
             raise TfcError(f"stage 'cofi': the model already has {dims.prunable_params()} of its {original} original "
                            f"prunable weights, at or below target_sparsity {c.target_sparsity:g}")
-        teacher_layers = list(c.distill.teacher_layers or default_teacher_layers(teacher_dims.num_layers))
-        if max(teacher_layers) >= teacher_dims.num_layers:
-            raise TfcError(f"stage 'cofi': distill.teacher_layers {teacher_layers} but the teacher has {teacher_dims.num_layers} layers")
-        transform_ = nn.Linear(dims.hidden, teacher_dims.hidden).to(device)
-        if dims.hidden == teacher_dims.hidden:  # the student starts as the teacher: start from a perfect match
-            with torch.no_grad():
-                transform_.weight.copy_(torch.eye(dims.hidden))
-                transform_.bias.zero_()
-
         loader = training.loader(task.train_loader(state, ctx, c.batch_size, ctx.seed))
-        gates = CofiGates(dims, c.prune.gates(), c.droprate_init).to(device)
-        lagrangian = Lagrangian().to(device)
-        slot = GateSlot()
-        gating = Gating(family, slot)
-        run_student = LayerCapture(student, family.layers())
-        run_teacher = LayerCapture(teacher, teacher_family.layers())
-
-        def distill_loss(batch, alive=None):
-            with torch.no_grad():
-                t_logits, t_hidden = run_teacher(batch)
-            s_logits, s_hidden = run_student(batch)
-            mask = batch["attention_mask"]
-            l_layer, matched = layer_loss(s_hidden, t_hidden, teacher_layers, transform_, mask, alive,
-                                          standardize=teacher_family.pre_norm)
-            l_logit = logit_loss(masked_logits(s_logits, mask), masked_logits(t_logits, mask), c.temperature)
-            if s_logits.dim() == 3:  # a per-token mean: weighted so that processes average to the global mean
-                l_logit = l_logit * training.token_share(mask)
-            l_layer = l_layer * training.token_share(mask)
-            return c.distill.layer_alpha * l_layer + c.distill.logit_alpha * l_logit, matched
-
-        # -- phase 1: gates and weights ----------------------------------------------------------------------
-        steps = c.epochs * len(loader)
-        warmup = max(1, round(c.sparsity_warmup_epochs * len(loader)))
-        trained = list(student.parameters()) + list(transform_.parameters()) + list(gates.parameters()) + list(
-            lagrangian.parameters())
-        optimizer = torch.optim.AdamW([
-            {"params": list(student.parameters()) + list(transform_.parameters()), "lr": c.learning_rate},
-            {"params": list(gates.parameters()), "lr": c.reg_learning_rate, "weight_decay": 0.0},
-            {"params": list(lagrangian.parameters()), "lr": c.reg_learning_rate, "weight_decay": 0.0}])
-        decay = lambda step: max(0.0, 1 - step / steps)  # noqa: E731
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [decay, lambda _: 1.0, lambda _: 1.0])
-        step, history, matched = 0, [], []
-        for epoch in range(1, c.epochs + 1):
-            student.train()
-            losses = []
-            with progress.bar(f"cofi epoch {epoch}/{c.epochs}", len(loader)) as advance:
-                for batch in loader:
-                    batch = {k: v.to(device) for k, v in batch.items()}
-                    target = stage_target * min(1.0, step / warmup)
-                    slot.gates = gates.sample()
-                    alive = None if slot.gates.mha is None else (slot.gates.mha != 0).tolist()
-                    loss, matched = distill_loss(batch, alive)
-                    expected = gates.expected_sparsity()
-                    total = loss + lagrangian(expected, target)
-                    self._check_finite(total, epoch, step)
-                    _step(training, total, trained, optimizer, scheduler, optimizer.param_groups[0]["params"], c.max_grad_norm)
-                    step += 1
-                    losses.append(loss.item())
-                    advance(loss=float(np.mean(losses[-50:])), sparsity=expected.item(), target=target)
-            losses = [training.mean(float(np.mean(losses)))]  # the epoch's loss over every process's share
-            history.append({"epoch": epoch, "phase": "prune", "distill_loss": float(np.mean(losses)),
-                            "expected_sparsity": gates.expected_sparsity().item()})
-            progress.info(f"  epoch {epoch}: distill loss {np.mean(losses):.4f}, expected sparsity "
-                          f"{history[-1]['expected_sparsity']:.3f} (target {stage_target:.3f} of this stage's input)")
-
-        # -- the gates become fixed; the model is physically pruned -------------------------------------------
-        student.eval()
-        final = gates.deterministic()
-        before_projection = achieved_sparsity(final, dims)
-        final, moved = project(final, gates, stage_target, PROJECTION_TOLERANCE)
-        sample = {k: v.to(device) for k, v in next(iter(loader)).items()}
-        slot.gates = final
-        with torch.no_grad():
-            gated_logits = student(**sample).logits
-        gating.remove()
-        keep = fold(family, final)
-        resize(family, keep)
-        with torch.no_grad():
-            pruned_logits = student(**sample).logits
-        diff = float((gated_logits - pruned_logits).abs().max())
-        if not diff <= EQUIVALENCE_ATOL:
-            raise TfcError(f"stage 'cofi': the pruned model does not reproduce the gated model (max logit difference "
-                           f"{diff:.3g}); this is a bug in the {type(family).__name__} family description")
-        if keep.hidden is not None:
-            slice_linear_(transform_, cols=keep.hidden)
-        pruned_dims = family.dims()
+        run = CofiRun(c, state.model, self._teacher(state), loader, training, stage_target)
+        pruning = run.prune(run.learn_gates())
+        pruned_dims = run.family.dims()
         achieved = 1 - pruned_dims.prunable_params() / original
-        val = task.validate(student, state, ctx, "validation, pruned")
-        progress.info(f"  pruned: sparsity {achieved:.3f} (target {c.target_sparsity:g}), {val} before fine-tuning")
+        validate = lambda label: task.validate(run.student, state, ctx, label)  # noqa: E731
+        as_pruned = validate("validation, pruned")
+        progress.info(f"  pruned: sparsity {achieved:.3f} (target {c.target_sparsity:g}), {as_pruned} before fine-tuning")
         if abs(achieved - c.target_sparsity) > 0.02:
             progress.info(f"  [yellow]warning[/]: sparsity {achieved:.3f} is more than 2 points from the target: the gated "
                           "units left are too coarse to land closer (train longer, or switch on more granularities)")
+        best_epoch, best_val = run.distill_pruned(validate, as_pruned)
+        run.close()
+        state.model = run.student.cpu().eval()
 
-        # -- phase 2: distillation on the pruned model ----------------------------------------------------------
-        best_epoch, best_val, best_state = 0, val, copy.deepcopy(student.state_dict())
-        if c.finetune_epochs:
-            alive = [g > 0 for g in pruned_dims.groups]
-            params = list(student.parameters()) + list(transform_.parameters())
-            optimizer = torch.optim.AdamW(params, lr=c.finetune_learning_rate or c.learning_rate)
-            steps = c.finetune_epochs * len(loader)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
-            for epoch in range(1, c.finetune_epochs + 1):
-                student.train()
-                losses = []
-                with progress.bar(f"cofi fine-tune {epoch}/{c.finetune_epochs}", len(loader)) as advance:
-                    for batch in loader:
-                        batch = {k: v.to(device) for k, v in batch.items()}
-                        loss, matched = distill_loss(batch, alive)
-                        self._check_finite(loss, epoch, None)
-                        _step(training, loss, params, optimizer, scheduler, params, c.max_grad_norm)
-                        losses.append(loss.item())
-                        advance(loss=float(np.mean(losses[-50:])))
-                losses = [training.mean(float(np.mean(losses)))]
-                val = task.validate(student, state, ctx, f"validation, fine-tune epoch {epoch}")
-                history.append({"epoch": epoch, "phase": "finetune", "distill_loss": float(np.mean(losses)),
-                                "validation": {val.name: val.value}})
-                progress.info(f"  fine-tune epoch {epoch}: distill loss {np.mean(losses):.4f}, {val}")
-                if val.better_than(best_val):
-                    best_epoch, best_val, best_state = epoch, val, copy.deepcopy(student.state_dict())
-        student.load_state_dict(best_state)
-        run_student.close()
-        run_teacher.close()
-        training.close()
-        state.model = student.cpu().eval()
-
-        record = transform("prune", method="cofi", **keep.record(dims), target_sparsity=c.target_sparsity,
+        record = transform("prune", method="cofi", **run.keep.record(dims), target_sparsity=c.target_sparsity,
                            sparsity_of_original=achieved, prunable_params=pruned_dims.prunable_params(),
                            prunable_params_before=dims.prunable_params(), prunable_params_original=original)
+        before_projection = pruning.pop("sparsity_before_projection_of_input")
         summary = {"target_sparsity": c.target_sparsity, "sparsity": achieved,
                    "sparsity_before_projection": 1 - (1 - before_projection) * dims.prunable_params() / original,
-                   "units_moved_by_projection": moved,
-                   "prunable_params": pruned_dims.prunable_params(), "prunable_params_total": original,
+                   **pruning, "prunable_params": pruned_dims.prunable_params(), "prunable_params_total": original,
                    "hidden_size": pruned_dims.hidden, "heads": [pruned_dims.heads(i) for i in range(pruned_dims.num_layers)],
                    "kv_heads": list(pruned_dims.groups), "ffn": list(pruned_dims.ffn),
-                   "gated_vs_pruned_max_logit_diff": diff, "teacher_layers": teacher_layers,
-                   "matched_student_layers": matched, "best_finetune_epoch": best_epoch,
-                   best_val.name.replace(" ", "_"): best_val.value, "epochs": history}
+                   "teacher_layers": run.teacher_layers, "matched_student_layers": run.matched,
+                   "best_finetune_epoch": best_epoch, best_val.name.replace(" ", "_"): best_val.value,
+                   "epochs": run.history}
         return StageResult(state, summary=summary, transforms=[record])
 
     # ------------------------------------------------------------------------------------------------------
@@ -300,19 +172,3 @@ class Cofi(Stage):
             raise TfcError(f"stage 'cofi': teacher {self.config.teacher} has labels {head_labels(ckpt.config)}, "
                            f"the model has {head_labels(state.config)} (ids must mean the same labels)")
         return ckpt.model
-
-    @staticmethod
-    def _check_finite(loss: torch.Tensor, epoch: int, step: int | None) -> None:
-        if not math.isfinite(loss.item()):
-            where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
-            raise TfcError(f"stage 'cofi': loss became {loss.item()} at {where}; try a lower learning_rate")
-
-
-def _step(training: Training, loss: torch.Tensor, trained: list, optimizer, scheduler, clipped: list,
-          max_grad_norm: float) -> None:
-    """One optimisation step; only the model weights (`clipped`) are clipped, never the gates or multipliers."""
-    training.backward(loss, trained)
-    torch.nn.utils.clip_grad_norm_(clipped, max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad()

@@ -1,5 +1,6 @@
-"""CoFi's distillation loss: logits with a temperature, plus each chosen teacher layer matched to the student
-layer that is closest to it at this step (after a learned linear map), keeping the matching in layer order."""
+"""Distillation losses for every training stage: logits with a temperature (per example, or per token of an LM),
+and hidden states of chosen teacher layers, each matched to the student layer closest to it at this step (after a
+learned linear map, so widths may differ), keeping the matching in layer order (CoFi's layer-wise distillation)."""
 from __future__ import annotations
 
 import torch

@@ -1,0 +1,181 @@
+"""One CoFi run, in the three phases the stage calls in order: learn gates with the weights, fix the gates and
+remove what they zeroed, distil into the pruned model. The stage (stages/cofi.py) validates and records."""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import progress
+from ..arch import GateSlot, family_for
+from ..arch.gating import Gating
+from ..arch.surgery import fold, resize, slice_linear_
+from ..distill import LayerCapture, default_teacher_layers, layer_loss, logit_loss
+from ..errors import TfcError
+from ..tasks import masked_logits
+from ..training import Training
+from .gates import CofiGates, Lagrangian
+from .target import achieved_sparsity, project
+
+PROJECTION_TOLERANCE = 0.005  # the final gates land within half a point of the target
+EQUIVALENCE_ATOL = 1e-3  # gated vs physically pruned logits, checked on a real batch
+
+
+class CofiRun:
+    def __init__(self, config, student, teacher, loader, training: Training, stage_target: float):
+        c = self.config = config
+        self.training, self.device, self.stage_target = training, training.device, stage_target
+        self.student, self.teacher = student.to(self.device), teacher.to(self.device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.family, teacher_family = family_for(self.student), family_for(self.teacher)
+        self.dims, teacher_dims = self.family.dims(), teacher_family.dims()
+        self.standardize = teacher_family.pre_norm  # see distill.layer_loss
+        self.teacher_layers = list(c.distill.teacher_layers or default_teacher_layers(teacher_dims.num_layers))
+        if max(self.teacher_layers) >= teacher_dims.num_layers:
+            raise TfcError(f"stage 'cofi': distill.teacher_layers {self.teacher_layers} but the teacher has "
+                           f"{teacher_dims.num_layers} layers")
+        self.transform = nn.Linear(self.dims.hidden, teacher_dims.hidden).to(self.device)
+        if self.dims.hidden == teacher_dims.hidden:  # the student starts as the teacher: start from a perfect match
+            with torch.no_grad():
+                self.transform.weight.copy_(torch.eye(self.dims.hidden))
+                self.transform.bias.zero_()
+        self.loader = loader
+        self.run_student = LayerCapture(self.student, self.family.layers())
+        self.run_teacher = LayerCapture(self.teacher, teacher_family.layers())
+        self.history, self.matched = [], []
+
+    def distill_loss(self, batch: dict, alive: list[bool] | None) -> torch.Tensor:
+        c, training = self.config, self.training
+        with torch.no_grad():
+            t_logits, t_hidden = self.run_teacher(batch)
+        s_logits, s_hidden = self.run_student(batch)
+        mask = batch["attention_mask"]
+        l_layer, self.matched = layer_loss(s_hidden, t_hidden, self.teacher_layers, self.transform, mask, alive,
+                                           standardize=self.standardize)
+        l_logit = logit_loss(masked_logits(s_logits, mask), masked_logits(t_logits, mask), c.temperature)
+        if s_logits.dim() == 3:  # a per-token mean: weighted so that processes average to the global mean
+            l_logit = l_logit * training.token_share(mask)
+        l_layer = l_layer * training.token_share(mask)
+        return c.distill.layer_alpha * l_layer + c.distill.logit_alpha * l_logit
+
+    def _batches(self):
+        for batch in self.loader:
+            yield {k: v.to(self.device) for k, v in batch.items()}
+
+    # -- phase 1 -------------------------------------------------------------------------------------------
+    def learn_gates(self) -> CofiGates:
+        c, loader = self.config, self.loader
+        gates = CofiGates(self.dims, c.prune.gates(), c.droprate_init).to(self.device)
+        lagrangian = Lagrangian().to(self.device)
+        self.slot = GateSlot()
+        self.gating = Gating(self.family, self.slot)
+        weights = list(self.student.parameters()) + list(self.transform.parameters())
+        trained = weights + list(gates.parameters()) + list(lagrangian.parameters())
+        steps = c.epochs * len(loader)
+        warmup = max(1, round(c.sparsity_warmup_epochs * len(loader)))
+        optimizer = torch.optim.AdamW([
+            {"params": weights, "lr": c.learning_rate},
+            {"params": list(gates.parameters()), "lr": c.reg_learning_rate, "weight_decay": 0.0},
+            {"params": list(lagrangian.parameters()), "lr": c.reg_learning_rate, "weight_decay": 0.0}])
+        decay = lambda step: max(0.0, 1 - step / steps)  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [decay, lambda _: 1.0, lambda _: 1.0])
+        step = 0
+        for epoch in range(1, c.epochs + 1):
+            self.student.train()
+            losses = []
+            with progress.bar(f"cofi epoch {epoch}/{c.epochs}", len(loader)) as advance:
+                for batch in self._batches():
+                    target = self.stage_target * min(1.0, step / warmup)
+                    self.slot.gates = gates.sample()
+                    alive = None if self.slot.gates.mha is None else (self.slot.gates.mha != 0).tolist()
+                    loss = self.distill_loss(batch, alive)
+                    expected = gates.expected_sparsity()
+                    total = loss + lagrangian(expected, target)
+                    _check_finite(total, epoch, step)
+                    self._step(total, trained, optimizer, scheduler, weights)
+                    step += 1
+                    losses.append(loss.item())
+                    advance(loss=float(np.mean(losses[-50:])), sparsity=expected.item(), target=target)
+            loss = self.training.mean(float(np.mean(losses)))  # the epoch's loss over every process's share
+            self.history.append({"epoch": epoch, "phase": "prune", "distill_loss": loss,
+                                 "expected_sparsity": gates.expected_sparsity().item()})
+            progress.info(f"  epoch {epoch}: distill loss {loss:.4f}, expected sparsity "
+                          f"{self.history[-1]['expected_sparsity']:.3f} (target {self.stage_target:.3f} of this "
+                          "stage's input)")
+        return gates
+
+    # -- the gates become fixed; the model is physically pruned ---------------------------------------------
+    @torch.no_grad()
+    def prune(self, gates: CofiGates) -> dict:
+        self.student.eval()
+        final = gates.deterministic()
+        before_projection = achieved_sparsity(final, self.dims)
+        final, moved = project(final, gates, self.stage_target, PROJECTION_TOLERANCE)
+        sample = next(self._batches())
+        self.slot.gates = final
+        gated_logits = self.student(**sample).logits
+        self.gating.remove()
+        self.keep = fold(self.family, final)
+        resize(self.family, self.keep)
+        diff = float((gated_logits - self.student(**sample).logits).abs().max())
+        if not diff <= EQUIVALENCE_ATOL:
+            raise TfcError(f"stage 'cofi': the pruned model does not reproduce the gated model (max logit difference "
+                           f"{diff:.3g}); this is a bug in the {type(self.family).__name__} family description")
+        if self.keep.hidden is not None:
+            slice_linear_(self.transform, cols=self.keep.hidden)
+        return {"sparsity_before_projection_of_input": before_projection, "units_moved_by_projection": moved,
+                "gated_vs_pruned_max_logit_diff": diff}
+
+    # -- phase 2 -------------------------------------------------------------------------------------------
+    def distill_pruned(self, validate, as_pruned) -> tuple[int, object]:
+        """`finetune_epochs` of distillation into the pruned model; keeps the epoch `validate(label)` scores best,
+        or the model as pruned (epoch 0, scored `as_pruned`). Returns (best epoch, its score)."""
+        c, loader = self.config, self.loader
+        best_epoch, best_val, best_state = 0, as_pruned, copy.deepcopy(self.student.state_dict())
+        alive = [g > 0 for g in self.family.dims().groups]
+        params = list(self.student.parameters()) + list(self.transform.parameters())
+        optimizer = torch.optim.AdamW(params, lr=c.finetune_learning_rate or c.learning_rate)
+        steps = max(1, c.finetune_epochs * len(loader))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
+        for epoch in range(1, c.finetune_epochs + 1):
+            self.student.train()
+            losses = []
+            with progress.bar(f"cofi fine-tune {epoch}/{c.finetune_epochs}", len(loader)) as advance:
+                for batch in self._batches():
+                    loss = self.distill_loss(batch, alive)
+                    _check_finite(loss, epoch, None)
+                    self._step(loss, params, optimizer, scheduler, params)
+                    losses.append(loss.item())
+                    advance(loss=float(np.mean(losses[-50:])))
+            loss = self.training.mean(float(np.mean(losses)))
+            val = validate(f"validation, fine-tune epoch {epoch}")
+            self.history.append({"epoch": epoch, "phase": "finetune", "distill_loss": loss,
+                                 "validation": {val.name: val.value}})
+            progress.info(f"  fine-tune epoch {epoch}: distill loss {loss:.4f}, {val}")
+            if val.better_than(best_val):
+                best_epoch, best_val, best_state = epoch, val, copy.deepcopy(self.student.state_dict())
+        self.student.load_state_dict(best_state)
+        return best_epoch, best_val
+
+    def close(self) -> None:
+        self.run_student.close()
+        self.run_teacher.close()
+        self.training.close()
+
+    def _step(self, loss: torch.Tensor, trained: list, optimizer, scheduler, clipped: list) -> None:
+        """One optimisation step; only the model weights (`clipped`) are clipped, never the gates or multipliers."""
+        self.training.backward(loss, trained)
+        torch.nn.utils.clip_grad_norm_(clipped, self.config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int | None) -> None:
+    if not math.isfinite(loss.item()):
+        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+        raise TfcError(f"stage 'cofi': loss became {loss.item()} at {where}; try a lower learning_rate")
