@@ -95,3 +95,43 @@ def test_pruning_twice_composes(model_type):
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, gated, atol=2e-5, rtol=1e-4)
     assert family.dims().prunable_params() < dims.prunable_params()
+
+
+@pytest.mark.parametrize("model_type, plain", [("llama", True), ("qwen2", True), ("gemma3_text", False),
+                                               ("bert", False), ("distilbert", False)])
+def test_uniform_pruning_loads_with_the_plain_classes_where_the_config_can_state_it(model_type, plain, tmp_path):
+    """Every layer keeps the same groups and FFN units (and, here, fewer hidden dims): a Llama or Qwen2 config states
+    all of it, so from_pretrained builds the pruned model; Gemma 3 scales embeddings by its config's hidden size and
+    BERT derives the head dim from it, so those folders make the plain classes refuse."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    import tfc_cli
+    from tfc_cli.checkpoint import save
+    from tfc_cli.model_state import ModelState
+    from tfc_cli.transforms import transform
+    from tests.conftest import make_tokenizer
+
+    model = tiny_model(model_type)
+    model.config.architectures = [type(model).__name__]  # as a loaded model's config says
+    family = family_for(model)
+    dims = family.dims()
+    gates = Gates(heads=torch.ones(dims.num_layers, dims.max_groups), ffn=torch.ones(dims.num_layers, dims.max_ffn),
+                  hidden=torch.ones(dims.hidden))
+    gates.heads[:, 0], gates.ffn[:, 1::2], gates.hidden[::5] = 0, 0, 0
+    keep = fold(family, gates)
+    resize(family, keep)
+    state = ModelState(model=model, tokenizer=make_tokenizer(), config=model.config,
+                       transforms=[transform("prune", method="test", **keep.record(dims))])
+    folder = tmp_path / "out"
+    folder.mkdir()
+    save(state, folder, {"tfc_version": "test"})
+    batch = tiny_batch(model_type)
+    with torch.no_grad():
+        expected = model(**batch).logits
+        torch.testing.assert_close(tfc_cli.load(folder).model(**batch).logits, expected)
+        cls = AutoModelForCausalLM if model_type in DECODERS else AutoModelForSequenceClassification
+        if plain:
+            torch.testing.assert_close(cls.from_pretrained(folder).eval()(**batch).logits, expected)
+        else:
+            with pytest.raises(OSError, match="no file named model.safetensors"):
+                cls.from_pretrained(folder)

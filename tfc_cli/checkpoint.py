@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import TfcError
 from .model_info import MANIFEST, read_manifest
+from .plain_config import plain_config
 from .transforms import replay, structure, transforms_of
 from .trust import LoadPolicy, check_local_weights, load_tokenizer
 
@@ -86,8 +87,9 @@ def save(state, folder: Path, manifest: dict) -> None:
     """Write `state` into `folder` (which must exist and be empty)."""
     from safetensors.torch import save_model
 
-    config, built = _config_to_write(state)
-    if state.onnx is None and state.transforms:
+    plain = plain_config(state)
+    config, built = (plain, {}) if plain is not None else _config_to_write(state)
+    if state.onnx is None and state.transforms and plain is None:
         config.tfc_load = f"structure changed by tfc: load with tfc_cli.load(folder); weights in {TFC_SAFETENSORS}"
     config.save_pretrained(folder)
     state.tokenizer.save_pretrained(folder)
@@ -95,10 +97,11 @@ def save(state, folder: Path, manifest: dict) -> None:
         (folder / ONNX).write_bytes(state.onnx)
         weights = ONNX
     else:
-        weights = TFC_SAFETENSORS if state.transforms else SAFETENSORS
+        weights = TFC_SAFETENSORS if state.transforms and plain is None else SAFETENSORS
         save_model(state.model, str(folder / weights), metadata={"format": "pt"})
     full = {"schema_version": MANIFEST_SCHEMA, "weights": weights, "runtime": state.runtime,
-            "transforms": state.transforms} | ({"built_from_config": built} if built else {}) | manifest
+            "transforms": state.transforms} | ({"built_from_config": built} if built else {}) | (
+        {"config_states_shapes": True} if plain is not None else {}) | manifest
     (folder / MANIFEST).write_text(json.dumps(full, indent=2, default=str))
 
 
@@ -108,7 +111,8 @@ def _build_torch_model(folder: Path, manifest: dict, config):
     from .hf_classes import model_class
 
     model = model_class(config).from_config(config, trust_remote_code=False)
-    replay(model, transforms_of(manifest, str(folder / MANIFEST)), str(folder / MANIFEST))
+    if not manifest.get("config_states_shapes"):  # else config.json already builds the pruned shapes
+        replay(model, transforms_of(manifest, str(folder / MANIFEST)), str(folder / MANIFEST))
     path = folder / manifest.get("weights", SAFETENSORS)
     try:
         tensors = load_file(str(path))

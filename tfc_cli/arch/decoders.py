@@ -14,6 +14,8 @@ class LlamaLike(Family):
     model_types = ("llama", "mistral", "qwen2")
     pre_norm = True
     gated_ffn = True
+    config_sizes = {"ffn": "intermediate_size", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
+                    "hidden": "hidden_size"}  # head_dim is its own config field
     attention_norms = ("input_layernorm",)  # the norms that exist only for that sublayer
     ffn_norms = ("post_attention_layernorm",)
 
@@ -63,5 +65,7 @@ class LlamaLike(Family):
 class Gemma3(LlamaLike):
     name = "gemma3"
     model_types = ("gemma3_text",)
+    # the embeddings are scaled by sqrt(hidden_size) from the config: a smaller hidden size would change them
+    config_sizes = {k: v for k, v in LlamaLike.config_sizes.items() if k != "hidden"}
     attention_norms = ("input_layernorm", "post_attention_layernorm")
     ffn_norms = ("pre_feedforward_layernorm", "post_feedforward_layernorm")

@@ -37,6 +37,7 @@ class BertLike(Family):
     name = "bert"
     model_types = ("bert", "roberta", "xlm-roberta")
     pre_norm = False
+    config_sizes = {"ffn": "intermediate_size"}  # the head dim is hidden / heads: fewer heads cannot be stated
 
     def __init__(self, model):
         super().__init__(model)
@@ -93,6 +94,7 @@ class DistilBert(Family):
     name = "distilbert"
     model_types = ("distilbert",)
     pre_norm = False
+    config_sizes = {"ffn": "hidden_dim"}
 
     def layers(self):
         return list(self.base.transformer.layer)
@@ -138,6 +140,7 @@ class MPNet(Family):
     name = "mpnet"
     model_types = ("mpnet",)
     pre_norm = False
+    config_sizes = {"ffn": "intermediate_size"}  # kept heads index the shared position bias: not in the config
 
     def layers(self):
         return list(self.base.encoder.layer)
