@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from typer.testing import CliRunner
 
@@ -277,3 +278,24 @@ def test_cofi_on_a_decoder_prunes_whole_kv_groups_and_reports_held_out_perplexit
     assert summary["validation_perplexity"] > 0 and summary["gated_vs_pruned_max_logit_diff"] < 1e-3
     ckpt = tfc_cli.load(out)
     assert greedy_tokens(TorchLmRunner(ckpt.model), np.array([[2, 7, 9, 11]]), 4)  # decodes with its KV cache
+
+
+def test_a_pruned_decoder_with_a_layer_without_attention_exports_and_decodes_on_onnxruntime(tmp_path, tiny_llama):
+    """Ragged key/value heads and a layer whose attention was removed (its KV cache keeps a placeholder head, so
+    positions stay right): the decoder exports with its cache and decodes on ONNX Runtime as in torch."""
+    from tfc_cli.arch import Gates, family_for
+    from tfc_cli.arch.surgery import fold, resize
+    from tfc_cli.lm.runners import OrtLmRunner
+    from tfc_cli.onnx_export import export_decoder_onnx
+
+    ckpt = tfc_cli.load(tiny_llama)
+    family = family_for(ckpt.model)
+    dims = family.dims()
+    heads, ffn = torch.ones(dims.num_layers, dims.max_groups), torch.ones(dims.num_layers, dims.max_ffn)
+    heads[0], heads[1, 0], ffn[1, ::2] = 0, 0, 0
+    resize(family, fold(family, Gates(heads=heads, ffn=ffn)))
+    assert family.dims().groups == (0, 1)
+    ort = OrtLmRunner(export_decoder_onnx(ckpt.model, ckpt.tokenizer), ckpt.config)
+    prompt = np.array([[2, 7, 9, 11, 13]])
+    np.testing.assert_allclose(ort({"input_ids": prompt}), TorchLmRunner(ckpt.model)({"input_ids": prompt}), atol=1e-4)
+    assert greedy_tokens(ort, prompt, 6) == greedy_tokens(TorchLmRunner(ckpt.model), prompt, 6)

@@ -40,7 +40,7 @@ class LlamaLike(Family):
         return {"mha": alive(self.attention_norms), "ffn": alive(self.ffn_norms)}
 
     def remove_attention(self, layer):
-        layer.self_attn = ZeroAttention(layer.self_attn.layer_idx)
+        layer.self_attn = ZeroAttention(layer.self_attn.layer_idx, self.head_dim())
         for name in self.attention_norms:
             setattr(layer, name, nn.Identity())
 

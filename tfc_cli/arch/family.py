@@ -101,18 +101,19 @@ class Family:
 class ZeroAttention(nn.Module):
     """A removed attention sublayer of a pre-norm decoder: adds nothing to the residual stream.
 
-    It still appends an empty (zero-head) entry to the KV cache, so the cache's length, which transformers reads
-    from layer 0 to place new tokens, stays right when layer 0 has no attention."""
+    It still appends one head of zeros per token to the KV cache, so the cache's length, which transformers reads
+    from layer 0 to place new tokens, stays right when layer 0 has no attention. (A zero-head entry would do for
+    torch, but torch.export cannot trace the decoder's cache through a zero-sized dimension.)"""
 
-    def __init__(self, layer_idx: int):
+    def __init__(self, layer_idx: int, head_dim: int):
         super().__init__()
-        self.layer_idx = layer_idx
+        self.layer_idx, self.head_dim = layer_idx, head_dim
 
     def forward(self, hidden_states, *args, past_key_values=None, **kwargs):
         if past_key_values is not None:
             b, t, _ = hidden_states.shape
-            empty = hidden_states.new_zeros(b, 0, t, 1)
-            past_key_values.update(empty, empty, self.layer_idx)
+            placeholder = hidden_states.new_zeros(b, 1, t, self.head_dim)
+            past_key_values.update(placeholder, placeholder, self.layer_idx)
         return torch.zeros_like(hidden_states), None
 
 

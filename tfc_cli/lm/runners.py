@@ -54,13 +54,16 @@ class OrtLmRunner:
         self.output_names = [o.name for o in self.session.get_outputs()]
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.empty = np.zeros((1, heads, 0, head_dim), dtype=np.float32)
+        # each layer's empty past: its own key/value heads where the graph fixes them (a pruned model's layers differ)
+        self.empty = [np.zeros((1, i.shape[1] if isinstance(i.shape[1], int) else heads, 0,
+                                i.shape[3] if isinstance(i.shape[3], int) else head_dim), dtype=np.float32)
+                      for i in self.session.get_inputs()[2:]]
 
     def _run(self, ids: np.ndarray, past: list[np.ndarray]):
         start = past[0].shape[2] if past else 0
         feeds = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64),
                  "position_ids": np.arange(start, start + ids.shape[1], dtype=np.int64)[None]}
-        feeds |= dict(zip(self.past_names, past or [self.empty] * len(self.past_names)))
+        feeds |= dict(zip(self.past_names, past or self.empty))
         logits, *present = self.session.run(self.output_names, feeds)
         return logits, present
 
