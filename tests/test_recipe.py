@@ -166,11 +166,11 @@ def test_missing_required_key(drop, line, message):
     assert only_problem(text.replace(drop, "")) == Problem(line, message)
 
 
-def test_quantize_must_be_last():
+def test_a_stage_that_needs_a_float_model_cannot_follow_quantize():
     text = recipe(stages=stage("quantize") + stage("finetune"))
     q = line_of(text, "quantize")
-    assert only_problem(text) == Problem(q + 1, f"stage 'finetune' cannot follow 'quantize' (line {q}): "
-                                                "'quantize' must be the last stage")
+    assert only_problem(text) == Problem(q + 1, f"stage 'finetune' takes a float torch model, but 'quantize' (line {q}) "
+                                                "leaves an ONNX Runtime graph: put 'finetune' before it")
 
 
 @pytest.mark.parametrize("text, line, message", [

@@ -12,7 +12,7 @@ import yaml
 from .errors import Problem, RecipeError
 from .schema import build, param, short_repr, suggest
 from .stages import STAGES
-from .stages.base import Stage
+from .stages.base import REPRESENTATIONS, Stage
 from .trust import PINNED_REVISION, LoadPolicy
 from .yaml_lines import LineDict, LineList, load_yaml, yaml_error_problem
 
@@ -162,10 +162,17 @@ def _check_order(specs: list[StageSpec], problems: list[Problem]) -> None:
                                     f"target_sparsity {pruned[1]:g}: its own target ({target}) must be higher"))
         if spec.stage.prunes_structure:
             pruned = (spec.line, target if target is not None else 1.0)
-    for before, after in zip(specs, specs[1:]):
-        if before.stage.final:
-            problems.append(Problem(after.line, f"stage '{after.type}' cannot follow '{before.type}' (line {before.line}): "
-                                    f"'{before.type}' must be the last stage"))
+    representation, made_by = "torch", None  # what each stage receives: the recipe's model is a float torch model
+    for spec in specs:
+        if representation not in spec.stage.accepts():
+            problems.append(Problem(spec.line, f"stage '{spec.type}' takes {_described(spec.stage.accepts())}, but "
+                                    f"'{made_by.type}' (line {made_by.line}) leaves {REPRESENTATIONS[representation]}: "
+                                    f"put '{spec.type}' before it"))
+        representation, made_by = spec.stage.produces(representation), spec
+
+
+def _described(representations: tuple[str, ...]) -> str:
+    return " or ".join(REPRESENTATIONS[r] for r in representations)
 
 
 _TASK_GATES = {"max_accuracy_drop": "text-classification", "max_perplexity_increase": "causal-lm"}
@@ -305,7 +312,7 @@ def stage_problems(recipe: Recipe, info: Any) -> None:
     elif info.head_problem:
         problems.append(Problem(recipe.lines.get("model"), f"model '{recipe.model}': {info.head_problem}"))
     elif not info.has_classification_head:
-        first = next((s for s in recipe.stages if s.stage.trains_head), None)
+        first = next((s for s in recipe.stages if s.stage.gives_head), None)
         if first is None or first is not recipe.stages[0]:
             problems.append(Problem(recipe.lines.get("model"), f"model '{recipe.model}' has no trained classification head "
                                     "for this task: make 'finetune' the first stage"))

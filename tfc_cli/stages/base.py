@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from ..data import TaskData
 
 
+# What a model is between stages: recipe validation folds these through the stage list.
+REPRESENTATIONS = {"torch": "a float torch model", "torch-int8": "a torch model with tfc's INT8 layers",
+                   "onnx": "an ONNX Runtime graph"}
+
+
 @dataclass
 class StageContext:
     recipe: Any  # recipe.Recipe (recipe.py imports the stages, so not the other way)
@@ -31,8 +36,7 @@ class Stage:
     help: ClassVar[str]
     compresses: ClassVar[bool] = True  # the baseline is taken before the first compressing stage
     prunes_structure: ClassVar[bool] = False  # needs an unpruned model and leaves a pruned one
-    final: ClassVar[bool] = False  # no stage may follow (e.g. a quantized model cannot be trained further)
-    trains_head: ClassVar[bool] = False  # gives the model a trained task head
+    gives_head: ClassVar[bool] = False  # gives the model a trained task head
     tasks: ClassVar[tuple[str, ...]] = ("text-classification",)  # task types the stage applies to
 
     def __init__(self, config):
@@ -41,6 +45,14 @@ class Stage:
     def validate(self, info: "ModelInfo", task: str) -> list[str]:
         """Problems with applying this stage to the model described by `info` (config only, no weights)."""
         return []
+
+    def accepts(self) -> tuple[str, ...]:
+        """The model representations the stage can take (see REPRESENTATIONS); by default a float torch model."""
+        return ("torch",)
+
+    def produces(self, representation: str) -> str:
+        """The representation the stage leaves, given the one it takes; by default the same."""
+        return representation
 
     def applied_options(self) -> tuple[str, ...]:
         """The config fields this stage, as configured, actually uses; by default all of them."""

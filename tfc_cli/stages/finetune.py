@@ -37,7 +37,7 @@ class Finetune(Stage):
     Config = FinetuneConfig
     help = "Train the classification head and the body on the task; keep the best epoch on validation."
     compresses = False
-    trains_head = True
+    gives_head = True
 
     def validate(self, info, task: str) -> list[str]:
         return ["cannot train a quantized model"] if info.quantized else []

@@ -71,8 +71,10 @@ class Quantize(Stage):
     Config = QuantizeConfig
     help = ("Post-training quantization: INT8 (dynamic, static, QAT) of a classifier's Linear and embedding weights; "
             "weight-only int4/int8 for causal LMs.")
-    final = True
     tasks = ("text-classification", "causal-lm")
+
+    def produces(self, representation: str) -> str:
+        return "torch-int8" if self.config.backend == "torch" and self.config.method != "weight-only" else "onnx"
 
     def validate(self, info, task: str) -> list[str]:
         problems = ["the model is already quantized"] if info.quantized else []
