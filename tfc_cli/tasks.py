@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .errors import TfcError
@@ -89,6 +88,3 @@ def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return logits
     return logits[mask.bool()]
 
-
-def finite(value: float) -> bool:
-    return bool(np.isfinite(value))
