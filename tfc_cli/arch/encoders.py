@@ -59,8 +59,13 @@ class BertLike(Family):
         return layer.intermediate.dense, None, layer.output.dense
 
     def sublayer_norms(self, layer):
-        return {"mha": [] if isinstance(layer.attention, SkippedAttention) else [(layer.attention.output, "LayerNorm")],
-                "ffn": [] if isinstance(layer.output, SkippedOutput) else [(layer.output, "LayerNorm")]}
+        attention_gone, ffn_gone = isinstance(layer.attention, SkippedAttention), isinstance(layer.output, SkippedOutput)
+        return {"mha": [] if attention_gone else [(self._attention_norm_owner(layer), "LayerNorm")],
+                "ffn": [] if ffn_gone else [(layer.output, "LayerNorm")]}
+
+    @staticmethod
+    def _attention_norm_owner(layer) -> nn.Module:
+        return layer.attention.output
 
     def remove_attention(self, layer):
         layer.attention = SkippedAttention()
@@ -136,14 +141,12 @@ class DistilBert(Family):
         return [self.model.pre_classifier]
 
 
-class MPNet(Family):
+class MPNet(BertLike):
+    """BERT's layout, with q/k/v/o in one module, the attention LayerNorm beside it, and a relative position bias
+    shared by all layers."""
     name = "mpnet"
     model_types = ("mpnet",)
-    pre_norm = False
     config_sizes = {"ffn": "intermediate_size"}  # kept heads index the shared position bias: not in the config
-
-    def layers(self):
-        return list(self.base.encoder.layer)
 
     def attention_linears(self, layer):
         if isinstance(layer.attention, SkippedAttention):
@@ -151,20 +154,9 @@ class MPNet(Family):
         a = layer.attention.attn
         return a.q, a.k, a.v, a.o
 
-    def ffn_linears(self, layer):
-        if isinstance(layer.output, SkippedOutput):
-            return None
-        return layer.intermediate.dense, None, layer.output.dense
-
-    def sublayer_norms(self, layer):
-        return {"mha": [] if isinstance(layer.attention, SkippedAttention) else [(layer.attention, "LayerNorm")],
-                "ffn": [] if isinstance(layer.output, SkippedOutput) else [(layer.output, "LayerNorm")]}
-
-    def remove_attention(self, layer):
-        layer.attention = SkippedAttention()
-
-    def remove_ffn(self, layer):
-        layer.intermediate, layer.output = nn.Identity(), SkippedOutput()
+    @staticmethod
+    def _attention_norm_owner(layer) -> nn.Module:
+        return layer.attention
 
     def set_heads(self, layer, kept_heads):
         a = layer.attention.attn
@@ -177,18 +169,6 @@ class MPNet(Family):
         else:
             a.register_forward_pre_hook(_bias_heads)
         a.register_buffer("tfc_kept_heads", kept, persistent=False)
-
-    def embedding_tables(self):
-        e = self.base.embeddings
-        return [e.word_embeddings, e.position_embeddings]
-
-    def embedding_norm(self):
-        return self.base.embeddings, "LayerNorm"
-
-    def head_linears(self):
-        if getattr(self.base, "pooler", None) is not None:
-            return [self.base.pooler.dense]
-        return [self.model.classifier.dense]
 
 
 def _bias_heads(module: nn.Module, args: tuple) -> tuple:
