@@ -33,6 +33,9 @@ def test_stages_lists_every_stage_with_parameters():
     assert result.exit_code == 0
     for word in ("finetune", "quantize", "learning_rate", "backend", "onnxruntime", "5e-05"):
         assert word in result.output
+    for method, option in (("dynamic-int8", "per_channel"), ("static-int8", "calibration_samples"),
+                           ("qat-int8", "qat_epochs"), ("weight-only", "group_size")):  # each method, its own table
+        assert f"method: {method}" in result.output and option in result.output
 
 
 def test_plan_describes_each_stage(make_recipe):

@@ -21,7 +21,7 @@ def run(*args):
 
 def logits_of(folder, texts):
     ckpt = tfc_cli.load(folder)
-    from tfc_cli.runners import runner_for
+    from tfc_cli.runtimes import runner_for
 
     enc = ckpt.tokenizer(texts, padding=True, return_tensors="np")
     return runner_for(ckpt)({k: v.astype(np.int64) for k, v in enc.items()})
@@ -133,7 +133,7 @@ def test_model_without_head_needs_finetune_first(make_recipe, tmp_path):
 
 
 def test_crash_in_a_stage_leaves_previous_output_intact(make_recipe, tmp_path, monkeypatch):
-    from tfc_cli.stages.quantize import Quantize
+    from tfc_cli.stages.quantize import DynamicInt8
 
     out = tmp_path / "out" / "tiny"
     out.mkdir(parents=True)
@@ -143,7 +143,7 @@ def test_crash_in_a_stage_leaves_previous_output_intact(make_recipe, tmp_path, m
     def boom(self, state, ctx):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(Quantize, "apply", boom)
+    monkeypatch.setattr(DynamicInt8, "apply", boom)
     result = run("compress", str(make_recipe()), "--overwrite", "--quiet")
     assert result.exit_code == 1
     assert "disk on fire" in result.output and "Traceback" not in result.output

@@ -315,11 +315,11 @@ def test_ci_refuses_nested_outputs_and_duplicate_names(tmp_path, tiny_classifier
 
 
 def test_resume_refuses_a_stage_checkpoint_changed_on_disk(make_recipe, tiny_classifier, tmp_path, monkeypatch):
-    from tfc_cli.stages.quantize import Quantize
+    from tfc_cli.stages.quantize import DynamicInt8
 
     recipe = make_recipe("  - {type: finetune, epochs: 1, learning_rate: 3.0e-3, batch_size: 16}\n" + QUANTIZE,
                          model=tiny_classifier)
-    monkeypatch.setattr(Quantize, "apply", lambda self, state, ctx: (_ for _ in ()).throw(RuntimeError("power cut")))
+    monkeypatch.setattr(DynamicInt8, "apply", lambda self, state, ctx: (_ for _ in ()).throw(RuntimeError("power cut")))
     assert run("compress", recipe, "--quiet").exit_code == 1
     monkeypatch.undo()
     weights = tmp_path / "out" / ".tiny.work" / "stage-1-finetune" / "model.safetensors"

@@ -14,7 +14,7 @@ from tfc_cli.model_info import ModelInfo
 from tfc_cli.recipe import BenchConfig, GatesConfig, TaskConfig, parse_recipe, parse_recipe_text, stage_problems
 from tfc_cli.schema import field_docs
 from tfc_cli.stages.finetune import FinetuneConfig
-from tfc_cli.stages.quantize import QuantizeConfig
+from tfc_cli.stages.quantize.dynamic import DynamicInt8Config
 
 
 def stage(kind: str, *lines: str) -> str:
@@ -64,7 +64,7 @@ def test_valid_recipe_fills_defaults(tmp_path):
     assert [(s.type, s.line) for s in r.stages] == [("finetune", 7), ("quantize", 9)]
     assert r.stages[0].stage.config == FinetuneConfig(epochs=2, learning_rate=5e-5, batch_size=32, weight_decay=0.01,
                                                       warmup_ratio=0.06, max_grad_norm=1.0)
-    assert r.stages[1].stage.config == QuantizeConfig(method="dynamic-int8", backend="onnxruntime", per_channel=True)
+    assert r.stages[1].stage.config == DynamicInt8Config(method="dynamic-int8", backend="onnxruntime", per_channel=True)
     assert r.gates == GatesConfig(max_accuracy_drop=None, min_speedup=None, max_size_ratio=None)
     assert r.bench == BenchConfig(batch_size=1, seq_len=64, threads=None, warmup=10, repeats=50)
     assert r.output == Path("runs/my-run")
@@ -112,6 +112,10 @@ def test_missing_file_is_a_recipe_error(tmp_path):
      "'learning_rate' in stage 1 (finetune) must be float, got 'fast'"),
     ({"stages": stage("quantize", "backend: tensorrt")}, "backend",
      "'backend' in stage 1 (quantize) must be 'onnxruntime' | 'torch', got 'tensorrt'"),
+    ({"stages": stage("quantize", "method: gptq")}, "method",
+     "'method' in stage 1 (quantize) must be 'dynamic-int8' | 'static-int8' | 'qat-int8' | 'weight-only', got 'gptq'"),
+    ({"stages": stage("quantize", "method: static-int8\n    bits: 4")}, "bits",
+     "stage 1 (quantize): 'bits' does not apply to method 'static-int8'; remove it"),
     ({"task": "eval_split: 3\n"}, "eval_split", "'eval_split' in recipe.task must be str | null, got 3"),
     ({"extra": "gates: strict\n"}, "gates", "'recipe.gates' must be a mapping, got str"),
     # booleans are not integers
@@ -274,7 +278,7 @@ def test_field_docs():
     assert task["dataset"]["default"] == "(required)" and task["dataset"]["type"] == "str | dict"
     assert (task["eval_split"]["type"], task["eval_split"]["default"]) == ("str | null", "None")
     assert (task["text"]["default"], task["text"]["help"]) == ("'text'", "column holding the text")
-    backend = next(d for d in field_docs(QuantizeConfig) if d["name"] == "backend")
+    backend = next(d for d in field_docs(DynamicInt8Config) if d["name"] == "backend")
     assert (backend["type"], backend["default"]) == ("'onnxruntime' | 'torch'", "'onnxruntime'")
     assert all(d["help"] for d in field_docs(BenchConfig) + field_docs(GatesConfig))
 

@@ -18,7 +18,7 @@ from tfc_cli.cli.app import app
 from tfc_cli.errors import TfcError
 from tfc_cli.stages.base import StageResult
 from tfc_cli.stages.finetune import Finetune
-from tfc_cli.stages.quantize import Quantize
+from tfc_cli.stages.quantize import DynamicInt8
 
 runner = CliRunner()
 THREE_STAGES = """
@@ -74,7 +74,7 @@ def test_resume_after_a_failed_stage_equals_an_uninterrupted_run(make_recipe, tm
 
 def test_resume_refuses_stages_whose_inputs_changed(make_recipe, tmp_path, monkeypatch):
     recipe = make_recipe(THREE_STAGES)
-    monkeypatch.setattr(Quantize, "apply", lambda self, state, ctx: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(DynamicInt8, "apply", lambda self, state, ctx: (_ for _ in ()).throw(RuntimeError("boom")))
     assert compress(recipe).exit_code == 1
     monkeypatch.undo()
     recipe.write_text(recipe.read_text().replace("epochs: 1", "epochs: 2", 1))
@@ -84,7 +84,7 @@ def test_resume_refuses_stages_whose_inputs_changed(make_recipe, tmp_path, monke
 
 
 def test_a_compressing_stage_that_changes_nothing_is_an_error(make_recipe, tmp_path, monkeypatch):
-    monkeypatch.setattr(Quantize, "apply", lambda self, state, ctx: StageResult(state))
+    monkeypatch.setattr(DynamicInt8, "apply", lambda self, state, ctx: StageResult(state))
     result = compress(make_recipe())
     assert result.exit_code == 1 and "'quantize'" in result.output and "without changing the model" in result.output
     assert not (tmp_path / "out" / "tiny").exists()
@@ -98,7 +98,7 @@ def test_nan_weights_stop_the_run_naming_the_stage(make_recipe, tmp_path, monkey
             state.model.classifier.weight.fill_(float("nan"))
         return StageResult(state, transforms=[{"op": "quantize", "version": 1, "backend": "none"}])
 
-    monkeypatch.setattr(Quantize, "apply", poison)
+    monkeypatch.setattr(DynamicInt8, "apply", poison)
     result = compress(make_recipe())
     assert result.exit_code == 1 and "stage 'quantize'" in result.output and "non-finite" in result.output
 

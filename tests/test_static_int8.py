@@ -30,7 +30,7 @@ def test_static_int8_stays_close_to_fp32(tiny_classifier, calibration):
     rng = random.Random(0)
     texts = [sentence(rng, i % 2 == 0) for i in range(64)]
     texts[0] = " ".join([texts[0]] * 3)  # batches of different lengths (histogram calibrators once failed on them)
-    names = input_names(ckpt.tokenizer)
+    names = input_names(ckpt.tokenizer, ckpt.model)
     batches = calibration_batches(ckpt.tokenizer, texts[:48], None, 16, names)
     fp32 = export_onnx(ckpt.model, ckpt.tokenizer)
     int8 = OnnxInt8(fp32, "static-int8", per_channel=True, reduce_range=False, calibration=calibration,
@@ -68,7 +68,7 @@ def test_static_int8_needs_onnxruntime(make_recipe):
       - {type: quantize, method: static-int8, backend: torch}
     """)
     result = runner.invoke(app, ["validate", str(recipe)])
-    assert result.exit_code == 2 and "static-int8 runs on backend 'onnxruntime'" in result.output
+    assert result.exit_code == 2 and "'backend' in stage 2 (quantize) must be 'onnxruntime', got 'torch'" in result.output
 
 
 class FakeQuantizer:

@@ -1,6 +1,7 @@
 """Recipe (schema v1): YAML -> typed, validated `Recipe`. Every problem names the file and line."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -133,6 +134,10 @@ def _build_stages(raw, problems: list[Problem]) -> list[StageSpec]:
             continue
         params = LineDict({k: v for k, v in item.items() if k != "type"})
         params.line, params.key_lines = line or 0, getattr(item, "key_lines", {})
+        if cls.variants:
+            cls = _variant(cls, params, problems, f"stage {i + 1} ({kind})")
+            if cls is None:
+                continue
         config = build(cls.Config, params, problems, section=f"stage {i + 1} ({kind})", line=line)
         if config is not None:
             stage = cls(config)
@@ -141,16 +146,28 @@ def _build_stages(raw, problems: list[Problem]) -> list[StageSpec]:
                 top = key.split(".")[0]
                 if top not in applied:
                     problems.append(Problem(params.line_of(key), f"stage {i + 1} ({kind}): '{key}' does not apply to "
-                                            f"{_configured_as(config)}; remove it"))
+                                            f"{stage.configured_as()}; remove it"))
             specs.append(StageSpec(stage, line or 0))
     _check_order(specs, problems)
     return specs
 
 
-def _configured_as(config) -> str:
-    method = getattr(config, "method", None)
-    return f"method '{method}'" + (f" on backend '{config.backend}'" if hasattr(config, "backend") else "") if method \
-        else "this stage"
+def _variant(stage_type, params, problems: list[Problem], section: str):
+    """The class of a stage type's chosen variant (quantize's `method:`), or None with a problem. Options that only
+    another variant has are refused here, by name ("'bits' does not apply to method 'dynamic-int8'")."""
+    key = stage_type.variant_key
+    choice = params.get(key, stage_type.default_variant)
+    if choice not in stage_type.variants:
+        problems.append(Problem(params.line_of(key), f"'{key}' in {section} must be "
+                                f"{' | '.join(repr(v) for v in stage_type.variants)}, got {short_repr(choice)}"))
+        return None
+    cls = stage_type.variants[choice]
+    own = {f.name for f in dataclasses.fields(cls.Config)}
+    others = {f.name for variant in stage_type.variants.values() for f in dataclasses.fields(variant.Config)} - own
+    for name in [k for k in params if k in others]:
+        problems.append(Problem(params.line_of(name), f"{section}: '{name}' does not apply to {key} '{choice}'; remove it"))
+        del params[name]
+    return cls
 
 
 def _check_order(specs: list[StageSpec], problems: list[Problem]) -> None:
@@ -295,13 +312,19 @@ def _position_problems(recipe: Recipe, info: Any) -> list[Problem]:
     return [Problem(line, message) for line, tokens, what in checks if (message := info.position_problem(tokens, what))]
 
 
+def _task_mismatch(spec: StageSpec, task: str) -> str:
+    message = f"{spec.stage.described()} does not apply to task '{task}' (it applies to {', '.join(spec.stage.tasks)})"
+    stage_type = STAGES[spec.type]
+    fitting = [name for name, cls in stage_type.variants.items() if task in cls.tasks]
+    return message + (f"; for {task} use {stage_type.variant_key}: {' | '.join(fitting)}" if fitting else "")
+
+
 def stage_problems(recipe: Recipe, info: Any) -> None:
     """Checks that need the model's config (no weights): each stage's own, and the task head rule."""
     problems, task = [], recipe.task.type
     for spec in recipe.stages:
         if task not in spec.stage.tasks:
-            problems.append(Problem(spec.line, f"stage '{spec.type}' does not apply to task '{task}' "
-                                    f"(it applies to {', '.join(spec.stage.tasks)})"))
+            problems.append(Problem(spec.line, _task_mismatch(spec, task)))
             continue
         problems += [Problem(spec.line, f"stage '{spec.type}': {msg}") for msg in spec.stage.validate(info, task)]
     problems += _position_problems(recipe, info) + data_problems(recipe)

@@ -9,9 +9,21 @@ from .common import handle_errors, out
 
 @handle_errors
 def stages():
-    """List every stage type with its parameters, defaults and help."""
+    """List every stage type (and each quantization method) with its parameters, defaults and help."""
     for name, cls in sorted(STAGES.items()):
-        t = Table("parameter", "type", "default", "help", title=f"[bold]{name}[/]: {cls.help}", title_justify="left")
-        for f in field_docs(cls.Config):
-            t.add_row(f["name"], f["type"], f["default"], f["help"])
-        out.print(t)
+        if not cls.variants:
+            _table(f"[bold]{name}[/]: {cls.help}", cls.Config)
+            continue
+        out.print(f"[bold]{name}[/]: {cls.help}")
+        for choice, variant in cls.variants.items():
+            _table(f"[bold]{name}[/] with {cls.variant_key}: {choice}: {variant.help}", variant.Config)
+
+
+def _table(title: str, config) -> None:
+    t = Table(title=title, title_justify="left")
+    t.add_column("parameter", no_wrap=True)  # a name cut in two could not be copied into a recipe
+    for name in ("type", "default", "help"):
+        t.add_column(name, overflow="fold")  # wrapped, never cut to "..."
+    for f in field_docs(config):
+        t.add_row(f["name"], f["type"], f["default"], f["help"])
+    out.print(t)

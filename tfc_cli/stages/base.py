@@ -38,9 +38,21 @@ class Stage:
     prunes_structure: ClassVar[bool] = False  # needs an unpruned model and leaves a pruned one
     gives_head: ClassVar[bool] = False  # gives the model a trained task head
     tasks: ClassVar[tuple[str, ...]] = ("text-classification",)  # task types the stage applies to
+    # A stage type with one class per variant (quantize: one per `method:`): the recipe's `variant_key` picks it.
+    variant_key: ClassVar[str] = ""
+    variants: ClassVar[dict[str, type["Stage"]]] = {}
+    default_variant: ClassVar[str] = ""
 
     def __init__(self, config):
         self.config = config
+
+    def described(self) -> str:
+        """How messages name this stage."""
+        return f"stage '{self.type}'"
+
+    def configured_as(self) -> str:
+        """How messages name this stage's configuration (an option that does not apply 'does not apply to' it)."""
+        return "this stage"
 
     def validate(self, info: "ModelInfo", task: str) -> list[str]:
         """Problems with applying this stage to the model described by `info` (config only, no weights)."""

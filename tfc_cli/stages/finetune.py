@@ -5,20 +5,16 @@ fine-tuning recipe (Devlin et al., 2019).
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .. import progress
 from ..data import tokenize
-from ..errors import TfcError
-from ..evaluate import evaluate
-from ..runners import TorchRunner
 from ..schema import param
-from ..training import Training
+from ..tasks import TextClassification
+from ..training import BestEpoch, Training
 from .base import Stage, StageContext, StageResult
 
 
@@ -73,34 +69,25 @@ class Finetune(Stage):
         scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(c.warmup_ratio * steps), steps)
         loader = training.loader(loader)
         params = [p for p in model.parameters() if p.requires_grad]
+        task = TextClassification()
 
-        history, best, best_state = [], None, None
+        def loss_of(batch):
+            loss = model(**batch).loss
+            return loss, loss, {}
+
+        def step(loss):
+            training.step(loss, params, optimizer, scheduler, params, c.max_grad_norm)
+
+        history, best = [], BestEpoch(model)
         for epoch in range(1, c.epochs + 1):
-            model.train()
-            losses = []
-            with progress.bar(f"finetune epoch {epoch}/{c.epochs}", len(loader)) as advance:
-                for step, batch in enumerate(loader, 1):
-                    loss = model(**{k: v.to(training.device) for k, v in batch.items()}).loss
-                    if not torch.isfinite(loss):
-                        raise TfcError(f"stage 'finetune': loss became {loss.item()} at epoch {epoch}, step {step}; "
-                                       "try a lower learning_rate")
-                    training.backward(loss, params)
-                    torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                    losses.append(loss.item())
-                    advance(loss=float(np.mean(losses[-50:])))
-            losses = [training.mean(float(np.mean(losses)))]  # the epoch's loss over every process's share
-            model.eval()
-            val = evaluate(TorchRunner(model), state.tokenizer, ctx.data, ctx.recipe.task.max_length,
-                           split="validation", label=f"validation, epoch {epoch}")
-            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation_accuracy": val["accuracy"]})
-            progress.info(f"  epoch {epoch}: train loss {np.mean(losses):.4f}, validation accuracy {val['accuracy']:.4f}")
-            if best is None or val["accuracy"] > best["validation_accuracy"]:
-                best, best_state = history[-1], copy.deepcopy(model.state_dict())
-        model.load_state_dict(best_state)
+            loss = training.epoch(model, loader, loss_of, step, f"finetune epoch {epoch}/{c.epochs}", self.type,
+                                  at=f"epoch {epoch}")
+            val = task.validate(model, state, ctx, label=f"validation, epoch {epoch}")
+            history.append({"epoch": epoch, "train_loss": loss, "validation_accuracy": val.value})
+            progress.info(f"  epoch {epoch}: train loss {loss:.4f}, {val}")
+            best.offer(epoch, val, model)
+        best.restore(model)
         training.close()
         state.model = model.cpu().eval()
-        return StageResult(state, summary={"best_epoch": best["epoch"], "validation_accuracy": best["validation_accuracy"],
+        return StageResult(state, summary={"best_epoch": best.epoch, "validation_accuracy": best.score.value,
                                            "train_examples": len(train), "epochs": history})

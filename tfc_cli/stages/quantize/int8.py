@@ -1,0 +1,88 @@
+"""INT8 of a classifier on ONNX Runtime, shared by dynamic-int8, static-int8 and qat-int8: export, then
+onnxruntime.quantization (quant/onnx_int8.py); with `max_accuracy_drop`, the nodes that cost the most accuracy stay
+in float until the validation accuracy is within that bound of the float model's (quant/accuracy_guard.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ...evaluate import evaluate
+from ...onnx_export import export_onnx, input_names
+from ...quant.accuracy_guard import guarded_quantize
+from ...quant.onnx_int8 import OnnxInt8, calibration_batches, has_vnni
+from ...runners import OrtRunner
+from ...schema import param
+from ...transforms import transform
+from ..base import StageContext, StageResult
+from .method import MethodConfig, QuantizeMethod
+
+
+@dataclass(frozen=True)
+class Int8Config(MethodConfig):
+    per_channel: bool = param(True, help="one weight scale per output channel (else per tensor); onnxruntime only")
+    max_accuracy_drop: Optional[float] = param(
+        None, help="leave the most harmful nodes in float until validation accuracy is within this of float "
+        "(onnxruntime)", min=0)
+
+
+class OnnxInt8Method(QuantizeMethod):
+    """Export the float model, quantize the graph with ORT; subclasses add calibration (`_calibration`)."""
+    tasks = ("text-classification",)
+    ort_method = "dynamic-int8"  # what onnxruntime.quantization is asked for
+
+    def produces(self, representation: str) -> str:
+        return "onnx"
+
+    def selects_on_validation(self) -> bool:
+        return self.config.max_accuracy_drop is not None
+
+    def _calibration(self, state, ctx: StageContext, changes: dict, summary: dict) -> tuple[str, list[dict] | None]:
+        """The range calibration and its batches (none for dynamic scales); may change the model first, and records
+        what it did in `changes` (tfc.json) and `summary` (the report)."""
+        changes["activations"] = "uint8 dynamic"
+        return "minmax", None
+
+    def apply(self, state, ctx: StageContext) -> StageResult:
+        c = self.config
+        reduce_range = not has_vnni()
+        changes = {"method": self.method, "backend": "onnxruntime", "weights": "int8", "per_channel": c.per_channel,
+                   "reduce_range": reduce_range}
+        summary = {"reduce_range": reduce_range, "vnni": not reduce_range}
+        calibration, batches = self._calibration(state, ctx, changes, summary)
+        quantizer = OnnxInt8(export_onnx(state.model, state.tokenizer), self.ort_method, c.per_channel, reduce_range,
+                             calibration, batches)
+        if c.max_accuracy_drop is None:
+            state.onnx = quantizer.quantize()
+        else:
+            guard = self._guard(quantizer, state, ctx)
+            state.onnx = guard.onnx
+            changes["float_nodes"] = guard.float_nodes
+            summary |= {"float_nodes": guard.float_nodes, "validation_accuracy_float": guard.accuracy_float,
+                        "validation_accuracy_int8_all": guard.accuracy_int8_all, "validation_accuracy": guard.accuracy,
+                        "guard_tries": guard.tries}
+        state.model = None  # the ONNX graph is now the model
+        return StageResult(state, summary=summary, transforms=[transform("quantize", **changes)])
+
+    def _guard(self, quantizer: OnnxInt8, state, ctx: StageContext):
+        max_length = ctx.recipe.task.max_length
+        probe = ctx.data.split("validation").select(range(min(64, len(ctx.data.split("validation")))))
+        probe_batches = model_inputs(probe, state, ctx)
+
+        def accuracy_of(onnx: bytes) -> float:
+            return evaluate(OrtRunner(onnx), state.tokenizer, ctx.data, max_length, split="validation",
+                            label="validation (int8 accuracy guard)")["accuracy"]
+
+        def logits_of(onnx: bytes):
+            runner = OrtRunner(onnx)
+            return np.concatenate([runner(b) for b in probe_batches])
+
+        return guarded_quantize(quantizer, accuracy_of, logits_of, self.config.max_accuracy_drop)
+
+
+def model_inputs(rows, state, ctx: StageContext) -> list[dict]:
+    """Model inputs for dataset rows (calibration or probing), padded to the task's max_length."""
+    pairs = rows["text_pair"] if "text_pair" in rows.column_names else None
+    return calibration_batches(state.tokenizer, rows["text"], pairs, ctx.recipe.task.max_length,
+                               input_names(state.tokenizer, state.model))
