@@ -201,9 +201,10 @@ def test_weight_only_int4_shrinks_real_linear_weights(tmp_path):
 
 
 @pytest.mark.parametrize("stages, message", [
-    ("- {type: quantize, method: dynamic-int8}", "method 'dynamic-int8' does not apply to task 'causal-lm'"),
+    ("- {type: quantize, method: dynamic-int8}", "method 'dynamic-int8' does not apply to task 'causal-lm' (it applies "
+     "to text-classification); for causal-lm use method: weight-only"),
     ("- {type: finetune, epochs: 1}", "stage 'finetune' does not apply to task 'causal-lm'"),
-    ("- {type: quantize, method: weight-only, backend: torch}", "weight-only runs on backend 'onnxruntime'"),
+    ("- {type: quantize, method: weight-only, backend: torch}", "'backend' in stage 1 (quantize) must be 'onnxruntime'"),
     ("- {type: quantize, method: weight-only, group_size: 48}", "group_size"),
     ("- {type: quantize, method: weight-only, bits: 8, algorithm: hqq}", "algorithm 'hqq' quantizes to 4 bits only"),
 ])

@@ -15,7 +15,7 @@ from tfc_cli.errors import TfcError, UsageError
 from tfc_cli.transforms import transform
 from tfc_cli.model_state import ModelState
 from tfc_cli.quant.torch_int8 import quantize_modules
-from tfc_cli.runners import runner_for
+from tfc_cli.runtimes import runner_for
 
 
 @pytest.fixture

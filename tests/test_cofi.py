@@ -224,13 +224,13 @@ def test_cofi_reaches_target_and_reports_structure(cofi_run):
 def test_cofi_checkpoint_reloads_in_a_fresh_process(cofi_run, tmp_path):
     texts = ["the movie was very good", "a plot is dull", "the cast was not bad"]
     ckpt = tfc_cli.load(cofi_run)
-    from tfc_cli.runners import runner_for
+    from tfc_cli.runtimes import runner_for
 
     enc = ckpt.tokenizer(texts, padding=True, return_tensors="np")
     here = runner_for(ckpt)({k: v.astype(np.int64) for k, v in enc.items()})
     code = textwrap.dedent(f"""
         import json, numpy as np, tfc_cli
-        from tfc_cli.runners import runner_for
+        from tfc_cli.runtimes import runner_for
         ckpt = tfc_cli.load({str(cofi_run)!r})
         enc = ckpt.tokenizer({texts!r}, padding=True, return_tensors="np")
         print(json.dumps(runner_for(ckpt)({{k: v.astype(np.int64) for k, v in enc.items()}}).tolist()))

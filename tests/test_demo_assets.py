@@ -73,7 +73,7 @@ def test_smollm2_from_gguf_reads_hamlet_and_lee_with_a_plausible_perplexity():
     from tfc_cli.checkpoint import open_model
     from tfc_cli.lm.data import load_text_data
     from tfc_cli.lm.perplexity import perplexity, text_token_ids
-    from tfc_cli.runners import runner_for
+    from tfc_cli.runtimes import runner_for
 
     info = model_info("demo:smollm2-135m")
     assert info.is_causal_lm and (info.model_type, info.num_layers, info.hidden_size) == ("llama", 30, 576)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tfc_cli
-from tfc_cli.runners import runner_for
+from tfc_cli.runtimes import runner_for
 
 from tests.conftest import make_bert_folder
 

@@ -184,7 +184,7 @@ def verify_reload(state, folder: Path, batch: dict[str, np.ndarray], atol: float
 
     Returns the reloaded checkpoint and the max logit difference; a difference above `atol` is an error.
     """
-    from .runners import runner_for
+    from .runtimes import runner_for
 
     reloaded = load(folder)
     expected, got = runner_for(state)(batch), runner_for(reloaded)(batch)

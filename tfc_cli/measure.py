@@ -13,8 +13,7 @@ from .gates import evaluate_gates
 from .report import REPORT_SCHEMA, comparison
 from .lm.bench import prompt_ids, time_generation
 from .lm.perplexity import perplexity, text_token_ids
-from .lm.runners import TorchLmRunner
-from .runners import TorchRunner, runner_for
+from .runtimes import runner_for
 from .training import num_processes
 from .transforms import structure
 
@@ -37,7 +36,7 @@ def _measure_lm(recipe, data, baseline, saved, output: Path) -> dict:
     """Perplexity on the task's text, sizes, and interleaved prefill latency / decode tokens/s."""
     protocol, task, tokenizer = _protocol(recipe), recipe.task, saved.tokenizer
     progress.info("evaluating baseline and compressed models")
-    runners = {"baseline": TorchLmRunner(baseline.model), "compressed": runner_for(saved, protocol.threads)}
+    runners = {"baseline": runner_for(baseline), "compressed": runner_for(saved, protocol.threads)}
     ids = text_token_ids(tokenizer, data.text, task.max_eval_tokens)
     stride = task.stride or max(1, task.max_length // 2)
     models = {name: {"runtime": runner.runtime, "metrics": {"split": data.eval_split, "samples": len(ids)} |
@@ -58,7 +57,7 @@ def measure(recipe, data, baseline, saved, output: Path) -> dict:
     protocol = _protocol(recipe)
     tokenizer = saved.tokenizer
     progress.info("evaluating baseline and compressed models")
-    runners = {"baseline": TorchRunner(baseline.model), "compressed": runner_for(saved, protocol.threads)}
+    runners = {"baseline": runner_for(baseline), "compressed": runner_for(saved, protocol.threads)}
     models = {name: {"runtime": runner.runtime,
                      "metrics": evaluate(runner, tokenizer, data, recipe.task.max_length, label=name)}
               for name, runner in runners.items()}

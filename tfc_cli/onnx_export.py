@@ -1,20 +1,25 @@
 """Export a transformers classifier to ONNX with the torch.export-based exporter (the TorchScript one is deprecated)."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from .errors import TfcError
 from .quiet import library_noise_silenced
 
 
-def input_names(tokenizer) -> list[str]:
-    """The graph inputs, in the tokenizer's order."""
-    return [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+def input_names(tokenizer, model: torch.nn.Module) -> list[str]:
+    """The graph inputs: what the tokenizer gives and the model's forward takes (an MPNet takes no token types even
+    from a tokenizer that makes them), in the tokenizer's order."""
+    accepted = inspect.signature(model.forward).parameters
+    return [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")
+            and n in accepted]
 
 
 def export_onnx(model: torch.nn.Module, tokenizer, example_len: int = 16) -> bytes:
     """ONNX bytes of `model`, with dynamic batch and sequence axes; output 'logits'."""
-    names = input_names(tokenizer)
+    names = input_names(tokenizer, model)
     enc = tokenizer(["tfc export example"] * 2, padding="max_length", max_length=example_len, return_tensors="pt")
     kwargs = {n: enc[n] for n in names}
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")

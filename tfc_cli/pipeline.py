@@ -34,7 +34,7 @@ from .model_state import load_causal_lm, load_for_task
 from .output_lock import output_lock
 from .recipe import Recipe, parse_recipe, stage_problems
 from .report_files import write as write_report
-from .runners import runner_for
+from .runtimes import runner_for
 from .stages.base import StageContext
 from .training import is_main_process, num_processes
 from .workdir import load_stage, resumable, save_stage, stage_fingerprint, work_dir

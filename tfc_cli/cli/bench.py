@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..lm.bench import prompt_ids, time_generation
 from ..model_info import max_positions
 from ..hf_classes import is_causal_lm
-from ..runners import RUNTIMES, runner_on, runtimes_for
+from ..runtimes import RUNTIMES, runner_on, runtimes_for
 from ..trust import LoadPolicy
 from ..report import speed_with_interval
 from .common import err, handle_errors, out, set_quiet

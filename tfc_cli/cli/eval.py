@@ -19,7 +19,7 @@ from ..lm.perplexity import perplexity, text_token_ids
 from ..model_info import head_kind_problem, max_positions
 from ..hf_classes import is_causal_lm
 from ..recipe import TaskConfig, parse_recipe
-from ..runners import runner_for
+from ..runtimes import runner_for
 from ..trust import LoadPolicy
 from .common import err, handle_errors, out, set_quiet
 

@@ -47,23 +47,28 @@ class OrtLmRunner:
         from ..ort_session import ort_session
 
         self.session = ort_session(onnx_model, threads)
-        inputs = [i.name for i in self.session.get_inputs()]
-        if inputs[:2] != ["input_ids", "position_ids"]:
-            raise TfcError(f"not a decoder graph with a KV cache (inputs {', '.join(inputs[:3])}, ...)")
-        self.past_names = inputs[2:]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        inputs = self.session.get_inputs()
+        if [i.name for i in inputs[:2]] != ["input_ids", "position_ids"]:
+            raise TfcError(f"not a decoder graph with a KV cache (inputs {', '.join(i.name for i in inputs[:3])}, ...)")
+        cache = [i for i in inputs[2:] if len(i.shape) == 4]  # each layer's past keys and values
+        self.past_names = [i.name for i in cache]
+        # Gemma 3's sliding-window layers also take their window as a scalar, which the graph only passes through
+        self.constants = {i.name: np.array(getattr(config, "sliding_window", None) or 0, dtype=np.int64)
+                          for i in inputs[2:] if len(i.shape) == 0}
+        outputs = self.session.get_outputs()
+        self.output_names = [outputs[0].name] + [o.name for o in outputs[1:] if len(o.shape) == 4]
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         # each layer's empty past: its own key/value heads where the graph fixes them (a pruned model's layers differ)
         self.empty = [np.zeros((1, i.shape[1] if isinstance(i.shape[1], int) else heads, 0,
                                 i.shape[3] if isinstance(i.shape[3], int) else head_dim), dtype=np.float32)
-                      for i in self.session.get_inputs()[2:]]
+                      for i in cache]
 
     def _run(self, ids: np.ndarray, past: list[np.ndarray]):
         start = past[0].shape[2] if past else 0
         feeds = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64),
                  "position_ids": np.arange(start, start + ids.shape[1], dtype=np.int64)[None]}
-        feeds |= dict(zip(self.past_names, past or self.empty))
+        feeds |= dict(zip(self.past_names, past or self.empty)) | self.constants
         logits, *present = self.session.run(self.output_names, feeds)
         return logits, present
 
@@ -78,11 +83,3 @@ class OrtLmRunner:
     def step(self, token: int, cache):
         logits, present = self._run(np.array([[token]]), cache)
         return logits[0, -1], present
-
-
-def lm_runner_for(state, threads: int | None = None):
-    """The LM runner for a ModelState or Checkpoint (both have .model / .onnx / .config)."""
-    if state.onnx is not None:
-        return OrtLmRunner(state.onnx, state.config, threads)
-    return TorchLmRunner(state.model)
-
