@@ -6,13 +6,22 @@ launch). Every process holds the whole model and takes its slice of each global 
 the global batch); after each backward the gradients of every trained tensor (weights, gates, multipliers) are
 averaged across processes, so all processes keep identical weights and the result equals a one-process run with
 the same global batch up to floating-point noise. Only the main process writes anything.
+
+The loop itself is here too (`Training.epoch`, `Training.step`, `BestEpoch`), for every training stage: a stage
+says how a batch becomes a loss and which tensors an optimiser steps; the pass over the data, the NaN check, the
+progress bar, the gradient averaging and clipping, and keeping the best epoch on validation are the same for all.
 """
 from __future__ import annotations
 
+import copy
+import math
 import os
+from collections.abc import Callable
 
+import numpy as np
 import torch
 
+from . import progress
 from .errors import TfcError
 
 
@@ -62,6 +71,32 @@ class Training:
             p.grad = flat[offset: offset + g.numel()].view_as(p).clone()
             offset += g.numel()
 
+    def step(self, loss: torch.Tensor, trained: list, optimizer, scheduler, clipped: list, max_grad_norm: float) -> None:
+        """One optimisation step: averaged gradients of `trained`, only `clipped` clipped (CoFi never clips its
+        gates or multipliers), then the optimiser and its schedule."""
+        self.backward(loss, trained)
+        torch.nn.utils.clip_grad_norm_(clipped, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+
+    def epoch(self, model, loader, loss_of: Callable, step: Callable, label: str, stage: str, at: str) -> float:
+        """One pass over `loader` with `model` in train mode. `loss_of(batch)` returns (loss to optimise, loss to
+        report, fields to show beside the bar); `step(loss)` optimises. Returns the epoch's mean reported loss over
+        every process's share. `at` names the epoch in an error."""
+        model.train()
+        losses = []
+        with progress.bar(label, len(loader)) as advance:
+            for i, batch in enumerate(loader, 1):
+                optimised, reported, shown = loss_of({k: v.to(self.device) for k, v in batch.items()})
+                if not math.isfinite(optimised.item()):
+                    raise TfcError(f"stage '{stage}': loss became {optimised.item()} at {at}, step {i}; "
+                                   "try a lower learning_rate")
+                step(optimised)
+                losses.append(reported.item())
+                advance(loss=float(np.mean(losses[-50:])), **shown)
+        return self.mean(float(np.mean(losses)))
+
     def token_share(self, mask: torch.Tensor) -> float:
         """This process's tokens over the mean across processes: a per-token mean loss scaled by it averages to the
         global per-token mean, however padding falls between processes."""
@@ -82,3 +117,18 @@ class Training:
 
     def close(self) -> None:
         self.accelerator.free_memory()
+
+
+class BestEpoch:
+    """The model state of the epoch that scored best on validation (a `tasks.Score`); `restore` puts it back."""
+
+    def __init__(self, model, epoch: int | None = None, score=None):
+        self.epoch, self.score = epoch, score
+        self.state = copy.deepcopy(model.state_dict()) if score is not None else None
+
+    def offer(self, epoch: int, score, model) -> None:
+        if self.score is None or score.better_than(self.score):
+            self.epoch, self.score, self.state = epoch, score, copy.deepcopy(model.state_dict())
+
+    def restore(self, model) -> None:
+        model.load_state_dict(self.state)

@@ -2,10 +2,6 @@
 remove what they zeroed, distil into the pruned model. The stage (stages/cofi.py) validates and records."""
 from __future__ import annotations
 
-import copy
-import math
-
-import numpy as np
 import torch
 from torch import nn
 
@@ -16,7 +12,7 @@ from ..arch.surgery import fold, resize, slice_linear_
 from ..distill import LayerCapture, default_teacher_layers, layer_loss, logit_loss
 from ..errors import TfcError
 from ..tasks import masked_logits
-from ..training import Training
+from ..training import BestEpoch, Training
 from .gates import CofiGates, Lagrangian
 from .target import achieved_sparsity, project
 
@@ -84,23 +80,23 @@ class CofiRun:
         decay = lambda step: max(0.0, 1 - step / steps)  # noqa: E731
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [decay, lambda _: 1.0, lambda _: 1.0])
         step = 0
+
+        def loss_of(batch):
+            nonlocal step
+            target = self.stage_target * min(1.0, step / warmup)
+            self.slot.gates = gates.sample()
+            alive = None if self.slot.gates.mha is None else (self.slot.gates.mha != 0).tolist()
+            loss = self.distill_loss(batch, alive)
+            expected = gates.expected_sparsity()
+            step += 1
+            return loss + lagrangian(expected, target), loss, {"sparsity": expected.item(), "target": target}
+
+        def optimise(total):
+            self.training.step(total, trained, optimizer, scheduler, weights, c.max_grad_norm)
+
         for epoch in range(1, c.epochs + 1):
-            self.student.train()
-            losses = []
-            with progress.bar(f"cofi epoch {epoch}/{c.epochs}", len(loader)) as advance:
-                for batch in self._batches():
-                    target = self.stage_target * min(1.0, step / warmup)
-                    self.slot.gates = gates.sample()
-                    alive = None if self.slot.gates.mha is None else (self.slot.gates.mha != 0).tolist()
-                    loss = self.distill_loss(batch, alive)
-                    expected = gates.expected_sparsity()
-                    total = loss + lagrangian(expected, target)
-                    _check_finite(total, epoch, step)
-                    self._step(total, trained, optimizer, scheduler, weights)
-                    step += 1
-                    losses.append(loss.item())
-                    advance(loss=float(np.mean(losses[-50:])), sparsity=expected.item(), target=target)
-            loss = self.training.mean(float(np.mean(losses)))  # the epoch's loss over every process's share
+            loss = self.training.epoch(self.student, loader, loss_of, optimise, f"cofi epoch {epoch}/{c.epochs}",
+                                       "cofi", at=f"epoch {epoch}")
             self.history.append({"epoch": epoch, "phase": "prune", "distill_loss": loss,
                                  "expected_sparsity": gates.expected_sparsity().item()})
             progress.info(f"  epoch {epoch}: distill loss {loss:.4f}, expected sparsity "
@@ -135,47 +131,32 @@ class CofiRun:
         """`finetune_epochs` of distillation into the pruned model; keeps the epoch `validate(label)` scores best,
         or the model as pruned (epoch 0, scored `as_pruned`). Returns (best epoch, its score)."""
         c, loader = self.config, self.loader
-        best_epoch, best_val, best_state = 0, as_pruned, copy.deepcopy(self.student.state_dict())
+        best = BestEpoch(self.student, epoch=0, score=as_pruned)
         alive = [g > 0 for g in self.family.dims().groups]
         params = list(self.student.parameters()) + list(self.transform.parameters())
         optimizer = torch.optim.AdamW(params, lr=c.finetune_learning_rate or c.learning_rate)
         steps = max(1, c.finetune_epochs * len(loader))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
+
+        def loss_of(batch):
+            loss = self.distill_loss(batch, alive)
+            return loss, loss, {}
+
+        def optimise(loss):
+            self.training.step(loss, params, optimizer, scheduler, params, c.max_grad_norm)
+
         for epoch in range(1, c.finetune_epochs + 1):
-            self.student.train()
-            losses = []
-            with progress.bar(f"cofi fine-tune {epoch}/{c.finetune_epochs}", len(loader)) as advance:
-                for batch in self._batches():
-                    loss = self.distill_loss(batch, alive)
-                    _check_finite(loss, epoch, None)
-                    self._step(loss, params, optimizer, scheduler, params)
-                    losses.append(loss.item())
-                    advance(loss=float(np.mean(losses[-50:])))
-            loss = self.training.mean(float(np.mean(losses)))
+            loss = self.training.epoch(self.student, loader, loss_of, optimise,
+                                       f"cofi fine-tune {epoch}/{c.finetune_epochs}", "cofi", at=f"fine-tune epoch {epoch}")
             val = validate(f"validation, fine-tune epoch {epoch}")
             self.history.append({"epoch": epoch, "phase": "finetune", "distill_loss": loss,
                                  "validation": {val.name: val.value}})
             progress.info(f"  fine-tune epoch {epoch}: distill loss {loss:.4f}, {val}")
-            if val.better_than(best_val):
-                best_epoch, best_val, best_state = epoch, val, copy.deepcopy(self.student.state_dict())
-        self.student.load_state_dict(best_state)
-        return best_epoch, best_val
+            best.offer(epoch, val, self.student)
+        best.restore(self.student)
+        return best.epoch, best.score
 
     def close(self) -> None:
         self.run_student.close()
         self.run_teacher.close()
         self.training.close()
-
-    def _step(self, loss: torch.Tensor, trained: list, optimizer, scheduler, clipped: list) -> None:
-        """One optimisation step; only the model weights (`clipped`) are clipped, never the gates or multipliers."""
-        self.training.backward(loss, trained)
-        torch.nn.utils.clip_grad_norm_(clipped, self.config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-
-
-def _check_finite(loss: torch.Tensor, epoch: int, step: int | None) -> None:
-    if not math.isfinite(loss.item()):
-        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
-        raise TfcError(f"stage 'cofi': loss became {loss.item()} at {where}; try a lower learning_rate")
