@@ -8,7 +8,7 @@ import torch
 
 from tfc_cli.arch import FAMILIES, GateSlot, Gates, family_for
 from tfc_cli.arch.gating import Gating
-from tfc_cli.arch.surgery import fold, resize
+from tfc_cli.arch.surgery import factorize_linear, fold, resize
 
 from tests.tiny_families import CONFIGS, DECODERS, tiny_batch, tiny_model
 
@@ -135,3 +135,27 @@ def test_uniform_pruning_loads_with_the_plain_classes_where_the_config_can_state
         else:
             with pytest.raises(OSError, match="no file named model.safetensors"):
                 cls.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_a_linear_replaced_by_two_keeps_the_output_at_full_rank_and_is_the_best_approximation_below(model_type):
+    torch.manual_seed(0)
+    model = tiny_model(model_type)
+    batch = tiny_batch(model_type)
+    with torch.no_grad():
+        expected = model(**batch).logits
+    family = family_for(model)
+    layer = family.layers()[0]
+    up = family.ffn_linears(layer)[0]
+    full = min(up.weight.shape)
+    x = torch.randn(5, up.in_features)
+    with torch.no_grad():
+        low = factorize_linear(up, full // 2)
+        best = torch.linalg.svdvals(up.weight)[full // 2:].square().sum().sqrt()  # Eckart-Young: the tail's energy
+        assert abs(torch.linalg.matrix_norm(low[1].weight @ low[0].weight - up.weight) - best) < 1e-4
+        assert not torch.allclose(low(x), up(x), atol=1e-3)  # a real approximation, not a copy
+    for linear in [*family.attention_linears(layer), *[m for m in family.ffn_linears(layer) if m is not None]]:
+        parent_name, _, child = next(n for n, m in model.named_modules() if m is linear).rpartition(".")
+        setattr(model.get_submodule(parent_name), child, factorize_linear(linear, min(linear.weight.shape)))
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, expected, atol=1e-4, rtol=1e-4)

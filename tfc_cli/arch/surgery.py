@@ -136,3 +136,24 @@ def resize(family: Family, keep: Keep) -> None:
             head.weight, head.in_features = tables[0].weight, len(h)
         else:
             slice_linear_(head, cols=h)
+
+
+def factorize_linear(linear: nn.Linear, rank: int) -> nn.Sequential:
+    """`linear` replaced by two, `in -> rank -> out`, through its truncated SVD: the best rank-`rank` approximation
+    of the weight in the Frobenius norm (Eckart-Young); the bias stays on the second. At full rank the output is
+    the same up to float rounding. The caller puts the result where `linear` was (`Family` lists the Linears)."""
+    out_features, in_features = linear.weight.shape
+    if not 1 <= rank <= min(out_features, in_features):
+        raise TfcError(f"rank {rank} for a {in_features} -> {out_features} Linear: it must be 1 to "
+                       f"{min(out_features, in_features)}")
+    u, s, vh = torch.linalg.svd(linear.weight.data.double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    first = nn.Linear(in_features, rank, bias=False, device=linear.weight.device, dtype=linear.weight.dtype)
+    second = nn.Linear(rank, out_features, bias=linear.bias is not None, device=linear.weight.device,
+                       dtype=linear.weight.dtype)
+    with torch.no_grad():
+        first.weight.copy_(root[:, None] * vh[:rank])  # the singular values split evenly between the two factors
+        second.weight.copy_(u[:, :rank] * root[None, :])
+        if linear.bias is not None:
+            second.bias.copy_(linear.bias)
+    return nn.Sequential(first, second)
