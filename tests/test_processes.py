@@ -64,3 +64,40 @@ bench: {{batch_size: 2, seq_len: 16, warmup: 1, repeats: 3}}
     ids = np.array([[2, 30, 31, 35, 3], [2, 31, 40, 3, 0]])
     batch = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
     np.testing.assert_allclose(runner_for(a)(batch), runner_for(b)(batch), atol=1e-4)
+
+
+def test_bf16_mixed_precision_trains_under_autocast_and_is_recorded(no_dropout_model, tiny_data, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""name: mp
+model: {no_dropout_model}
+task: {{type: text-classification, dataset: {tiny_data}, text: sentence, label: sentiment, max_length: 16}}
+stages:
+  - {{type: finetune, epochs: 2, batch_size: 16, learning_rate: 1.0e-3}}
+bench: {{batch_size: 2, seq_len: 16, warmup: 1, repeats: 3}}
+""")
+    env = os.environ | {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    outputs = {}
+    for name, precision in (("fp32", "no"), ("fp32-again", "no"), ("bf16", "bf16")):
+        run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
+                              "--num_machines", "1", "--mixed_precision", precision, "--dynamo_backend", "no", "-m",
+                              "tfc_cli", "compress", str(recipe), "-o", str(tmp_path / name), "--quiet"],
+                             capture_output=True, text=True, env=env, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        report = json.loads((tmp_path / name / "report.json").read_text())
+        assert report["training_mixed_precision"] == precision
+        outputs[name] = tfc_cli.load(tmp_path / name)
+    ids = np.array([[2, 30, 31, 35, 3], [2, 31, 40, 3, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    fp32, again, bf16 = (runner_for(outputs[name])(batch) for name in ("fp32", "fp32-again", "bf16"))
+    assert np.array_equal(fp32, again)  # one thread, same seed: an fp32 rerun is bit-identical...
+    assert np.isfinite(bf16).all()
+    assert 1e-5 < np.abs(fp32 - bf16).max() < 0.1 * np.abs(fp32).max()  # ...so this difference is bf16's rounding
+
+
+def test_fp16_training_is_refused_with_the_reason(monkeypatch):
+    from tfc_cli.errors import TfcError
+    from tfc_cli.training import Training
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(TfcError, match="use bf16"):
+        Training(batch_size=16)

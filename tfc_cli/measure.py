@@ -14,7 +14,7 @@ from .report import REPORT_SCHEMA, comparison
 from .lm.bench import prompt_ids, time_generation
 from .lm.perplexity import perplexity, text_token_ids
 from .runtimes import runner_for
-from .training import num_processes
+from .training import mixed_precision, num_processes
 from .transforms import structure
 
 
@@ -103,6 +103,7 @@ def build_report(recipe, data, measured: dict, stage_records: list, fingerprint:
         "baseline_definition": f"model after stage {index} ({recipe.stages[index - 1].type})" if index else "the input model",
         "inputs": fingerprint, "load_policy": recipe.policy.record(),
         "stages": stage_records, "training_processes": num_processes(),
+        "training_mixed_precision": mixed_precision(),
         "verification": {"max_logit_diff": verify_diff}, **measured,
         "structure": structure(transforms),  # per-layer kept heads / FFN units, when a stage pruned
     }

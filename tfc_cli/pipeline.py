@@ -36,7 +36,7 @@ from .recipe import Recipe, parse_recipe, stage_problems
 from .report_files import write as write_report
 from .runtimes import runner_for
 from .stages.base import StageContext
-from .training import is_main_process, num_processes
+from .training import is_main_process, mixed_precision, num_processes
 from .workdir import load_stage, resumable, save_stage, stage_fingerprint, work_dir
 
 
@@ -167,7 +167,8 @@ def _compress_locked(prepared: Prepared, overwrite: bool, resume: bool) -> dict:
     state, baseline, records, sample = _run_stages(prepared, data, fingerprint, resume)
     manifest = {"tfc_version": __version__, "task": recipe.task.type, "labels": getattr(data, "label_names", None),
                 "recipe": {"name": recipe.name, "sha256": recipe.sha256}, "seed": recipe.seed,
-                "base_model": recipe.model, "stages": records, "training_processes": num_processes()}
+                "base_model": recipe.model, "stages": records, "training_processes": num_processes(),
+                "training_mixed_precision": mixed_precision()}
     with atomic_output(prepared.output, overwrite, prepared.inputs) as tmp:
         save(state, tmp, manifest)
         saved, diff = verify_reload(state, tmp, sample)  # below, the model as saved is measured, not the one in memory

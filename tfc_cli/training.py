@@ -5,7 +5,8 @@ compress recipe.yaml` (on CPU accelerate then uses gloo; `--multi_gpu` is accele
 launch). Every process holds the whole model and takes its slice of each global batch (a stage's `batch_size` is
 the global batch); after each backward the gradients of every trained tensor (weights, gates, multipliers) are
 averaged across processes, so all processes keep identical weights and the result equals a one-process run with
-the same global batch up to floating-point noise. Only the main process writes anything.
+the same global batch up to floating-point noise. Only the main process writes anything. With `--mixed_precision
+bf16` the forward passes and losses run under bf16 autocast; weights, gradients and optimiser state stay fp32.
 
 The loop itself is here too (`Training.epoch`, `Training.step`, `BestEpoch`), for every training stage: a stage
 says how a batch becomes a loss and which tensors an optimiser steps; the pass over the data, the NaN check, the
@@ -38,12 +39,20 @@ def is_main_process() -> bool:
     return process_index() == 0
 
 
+def mixed_precision() -> str:
+    """The launch's mixed precision (`accelerate launch --mixed_precision bf16`): 'no' or 'bf16'."""
+    return os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+
+
 class Training:
     """What a training loop asks for: the device, its slice of each batch, averaged gradients."""
 
     def __init__(self, batch_size: int):
         from accelerate import Accelerator, DataLoaderConfiguration
 
+        if mixed_precision() not in ("no", "bf16"):  # fp16 needs loss scaling, which this loop does not do
+            raise TfcError(f"mixed precision '{mixed_precision()}' is not supported for training; use bf16 (same range "
+                           "as fp32, no loss scaling needed) or no")
         if batch_size % num_processes():
             raise TfcError(f"batch_size {batch_size} is the global batch: it must divide among {num_processes()} "
                            "processes")
@@ -88,7 +97,8 @@ class Training:
         losses = []
         with progress.bar(label, len(loader)) as advance:
             for i, batch in enumerate(loader, 1):
-                optimised, reported, shown = loss_of({k: v.to(self.device) for k, v in batch.items()})
+                with self.accelerator.autocast():  # bf16 matmuls under `--mixed_precision bf16`; else a no-op
+                    optimised, reported, shown = loss_of({k: v.to(self.device) for k, v in batch.items()})
                 if not math.isfinite(optimised.item()):
                     raise TfcError(f"stage '{stage}': loss became {optimised.item()} at {at}, step {i}; "
                                    "try a lower learning_rate")
