@@ -1,8 +1,6 @@
 """Every family: a gated forward pass equals the physically pruned model, whatever the gates remove."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
