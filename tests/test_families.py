@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from tfc_cli.arch import FAMILIES, GateSlot, Gates, family_for
+from tfc_cli.errors import TfcError
 from tfc_cli.arch.gating import Gating
-from tfc_cli.arch.surgery import factorize_linear, fold, resize
+from tfc_cli.arch.surgery import factorize_linear, fold, keep_layers, resize
 
 from tests.tiny_families import CONFIGS, DECODERS, tiny_batch, tiny_model
 
@@ -157,3 +158,107 @@ def test_a_linear_replaced_by_two_keeps_the_output_at_full_rank_and_is_the_best_
         setattr(model.get_submodule(parent_name), child, factorize_linear(linear, min(linear.weight.shape)))
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def _layered(model_type: str):
+    """A tiny model with 4 layers; Gemma 3's alternate sliding and full attention, so dropping a layer shifts them."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    kwargs = dict(CONFIGS[model_type])
+    kwargs["n_layers" if model_type == "distilbert" else "num_hidden_layers"] = 4
+    if model_type == "gemma3_text":
+        kwargs["layer_types"] = ["sliding_attention", "full_attention"] * 2
+    config = AutoConfig.for_model(model_type, **kwargs)
+    if model_type in DECODERS:
+        return AutoModelForCausalLM.from_config(config).eval()
+    config.id2label, config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_removing_whole_layers_equals_passing_them_by_and_reloads_with_the_plain_classes(model_type, tmp_path):
+    """Layers 0 and 2 of 4 removed: the same logits as the full model with those layers' sublayers removed (the
+    residual passes them by), a config that states the new depth, and a folder from_pretrained loads."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    import tfc_cli
+    from tfc_cli.checkpoint import save
+    from tfc_cli.model_state import ModelState
+    from tfc_cli.transforms import transform
+    from tests.conftest import make_tokenizer
+
+    model = _layered(model_type)
+    model.config.architectures = [type(model).__name__]
+    bypassed = copy.deepcopy(model)
+    family = family_for(bypassed)
+    for i in (0, 2):
+        layer = family.layers()[i]
+        family.remove_attention(layer)
+        family.remove_ffn(layer)
+    keep_layers(family_for(model), [1, 3])
+    batch = tiny_batch(model_type, length=12)  # longer than Gemma's sliding window of 8
+    with torch.no_grad():
+        expected = bypassed(**batch).logits
+        torch.testing.assert_close(model(**batch).logits, expected, atol=2e-5, rtol=1e-4)
+    assert model.config.num_hidden_layers == 2 and len(family_for(model).layers()) == 2
+    if model_type == "gemma3_text":
+        assert model.config.layer_types == ["full_attention", "full_attention"]
+    state = ModelState(model=model, tokenizer=make_tokenizer(), config=model.config,
+                       transforms=[transform("layers", kept=[1, 3], layers_before=4)])
+    folder = tmp_path / "out"
+    folder.mkdir()
+    save(state, folder, {"tfc_version": "test"})
+    cls = AutoModelForCausalLM if model_type in DECODERS else AutoModelForSequenceClassification
+    with torch.no_grad():
+        torch.testing.assert_close(tfc_cli.load(folder).model(**batch).logits, expected, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(cls.from_pretrained(folder).eval()(**batch).logits, expected, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", DECODERS)
+def test_a_decoder_without_some_layers_generates_like_its_full_forward(model_type):
+    """The kept layers' indices are renumbered: the KV cache of each is its own."""
+    model = _layered(model_type)
+    keep_layers(family_for(model), [0, 3])
+    ids = tiny_batch(model_type, batch=1, length=10)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=5, do_sample=False, use_cache=True)
+        full = model(out).logits
+    assert torch.equal(out[0, ids.shape[1]:], full[0, ids.shape[1] - 1:-1].argmax(-1))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "llama"])
+def test_a_pruning_before_a_layer_removal_rebuilds_on_load(model_type, tmp_path):
+    """Prune (ragged), then drop a layer: the earlier prune record still lists every original layer, and the load
+    applies it to the layers that remain."""
+    import tfc_cli
+    from tfc_cli.checkpoint import save
+    from tfc_cli.model_state import ModelState
+    from tfc_cli.transforms import transform
+    from tests.conftest import make_tokenizer
+
+    model = tiny_model(model_type)
+    model.config.architectures = [type(model).__name__]
+    family = family_for(model)
+    dims = family.dims()
+    keep = fold(family, random_gates(dims, seed=5))
+    resize(family, keep)
+    keep_layers(family, [1, 2])
+    state = ModelState(model=model, tokenizer=make_tokenizer(), config=model.config,
+                       transforms=[transform("prune", method="test", **keep.record(dims)),
+                                   transform("layers", kept=[1, 2], layers_before=3)])
+    folder = tmp_path / "out"
+    folder.mkdir()
+    save(state, folder, {"tfc_version": "test"})
+    batch = tiny_batch(model_type)
+    with torch.no_grad():
+        torch.testing.assert_close(tfc_cli.load(folder).model(**batch).logits, model(**batch).logits)
+
+
+def test_layers_to_keep_must_be_increasing_and_in_range():
+    family = family_for(tiny_model("bert"))
+    for bad in ([], [2, 1], [0, 0], [3], [-1]):
+        with pytest.raises(TfcError, match="increasing indices in 0..2"):
+            keep_layers(family, bad)

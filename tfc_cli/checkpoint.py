@@ -16,7 +16,7 @@ import numpy as np
 from .errors import TfcError
 from .model_info import MANIFEST, read_manifest
 from .plain_config import plain_config
-from .transforms import replay, structure, transforms_of
+from .transforms import as_built, replay, structure, transforms_of
 from .trust import LoadPolicy, check_local_weights, load_tokenizer
 
 MANIFEST_SCHEMA = 2  # 2: an ordered list of transforms (transforms.py); 1: one slot per kind of change
@@ -58,7 +58,7 @@ def _config_to_write(state) -> tuple[Any, dict]:
         return state.config, {}
     config = copy.deepcopy(state.config)
     layers = pruning["layers"]
-    kv_heads = [t for t in state.transforms if t["op"] == "prune"][-1]["layers"]
+    kv_heads = [t for t in as_built(state.transforms) if t["op"] == "prune"][-1]["layers"]
     pruned = {"hidden_size": pruning["hidden_size"], "intermediate_size": max((la["ffn"] for la in layers), default=0),
               "num_attention_heads": max((la["heads"] for la in layers), default=0),
               "num_key_value_heads": max((la["kv_heads"] for la in kv_heads), default=0)}

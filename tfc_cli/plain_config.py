@@ -1,6 +1,7 @@
 """A pruned model that the plain transformers classes can build: when every layer kept the same number of heads,
 key/value heads and FFN units (none removed whole), and only sizes the family's config can state changed, the
-config.json written states them and the weights are an ordinary model.safetensors."""
+config.json written states them and the weights are an ordinary model.safetensors. Removed whole layers are always
+stated (the config's layer count)."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,7 @@ from .arch import BY_MODEL_TYPE
 
 def plain_config(state):
     """The config that builds `state.model` exactly, or None when the plain classes cannot."""
-    if state.model is None or not state.transforms or any(t["op"] != "prune" for t in state.transforms):
+    if state.model is None or not state.transforms or any(t["op"] not in ("prune", "layers", "distill") for t in state.transforms):
         return None
     family = BY_MODEL_TYPE.get(state.config.model_type)
     if family is None:

@@ -33,7 +33,11 @@ def _rebuild_quantize(model, record: dict) -> None:
         prepare_for_loading(model, record["modules"])
 
 
-OPS = {op.name: op for op in (Op("prune", 1, _rebuild_prune), Op("quantize", 1, _rebuild_quantize))}
+# `layers` (whole layers kept, `kept` of `layers_before`) needs no rebuild: the config states the new depth. The
+# records of earlier prunes still list every original layer; `as_built` drops the removed ones from them.
+# `distill` records what a student was trained against; its shapes are the config's and the ops before it.
+OPS = {op.name: op for op in (Op("prune", 1, _rebuild_prune), Op("quantize", 1, _rebuild_quantize),
+                              Op("layers", 1, None), Op("distill", 1, None))}
 
 
 def transform(op: str, **record) -> dict:
@@ -70,8 +74,25 @@ def transforms_of(manifest: dict | None, where: str = "tfc.json") -> list[dict]:
     return found
 
 
+def as_built(transforms: list[dict]) -> list[dict]:
+    """`transforms` with each prune record cut to the layers that every later `layers` op kept: the per-layer
+    shapes of the model as it is now, in its layer order."""
+    result = [dict(t) for t in transforms]
+    for i, t in enumerate(result):
+        if t["op"] != "layers":
+            continue
+        for earlier in result[:i]:
+            if earlier["op"] == "prune":
+                earlier["layers"] = [earlier["layers"][k] for k in t["kept"]]
+    return result
+
+
 def replay(model, transforms: list[dict], where: str = "tfc.json") -> None:
     """Give a model freshly built from config the shapes `transforms` left (weights are loaded afterwards)."""
+    try:
+        transforms = as_built(transforms)
+    except (KeyError, TypeError, IndexError) as err:
+        raise TfcError(f"{where}: malformed 'layers' record ({err})") from None
     for t in transforms:
         rebuild = OPS[t["op"]].rebuild
         if rebuild is None:
@@ -89,7 +110,7 @@ def has(transforms: list[dict], op: str) -> bool:
 def structure(transforms: list[dict]) -> dict | None:
     """What the report shows of the pruning: per layer kept heads and FFN units against the original model, the
     hidden size, and the prunable weights kept (the last prune's shapes over the first prune's originals)."""
-    prunes = [t for t in transforms if t["op"] == "prune"]
+    prunes = [t for t in as_built(transforms) if t["op"] == "prune"]
     if not prunes:
         return None
     first, last = prunes[0], prunes[-1]

@@ -24,8 +24,8 @@ class LlamaLike(Family):
         if not hasattr(self.base, "layers") or not hasattr(self.base, "embed_tokens"):
             raise family_error(model, "expected a decoder with embed_tokens and layers")
 
-    def layers(self):
-        return list(self.base.layers)
+    def layer_list(self):
+        return self.base, "layers"
 
     def attention_linears(self, layer):
         a = layer.self_attn

@@ -44,8 +44,8 @@ class BertLike(Family):
         if not hasattr(self.base, "encoder") or not hasattr(self.base, "embeddings"):
             raise family_error(model, "expected a BERT-style encoder (embeddings + encoder.layer)")
 
-    def layers(self):
-        return list(self.base.encoder.layer)
+    def layer_list(self):
+        return self.base.encoder, "layer"
 
     def attention_linears(self, layer):
         if isinstance(layer.attention, SkippedAttention):
@@ -101,8 +101,8 @@ class DistilBert(Family):
     pre_norm = False
     config_sizes = {"ffn": "hidden_dim"}
 
-    def layers(self):
-        return list(self.base.transformer.layer)
+    def layer_list(self):
+        return self.base.transformer, "layer"
 
     def head_dim(self):
         return self.config.dim // self.config.n_heads

@@ -31,8 +31,12 @@ class Family:
         self.config = model.config
 
     # -- per layer ---------------------------------------------------------------------------------------------
-    def layers(self) -> list[nn.Module]:
+    def layer_list(self) -> Slot:
+        """Where the ModuleList of layers lives (whole layers are removed by replacing it)."""
         raise NotImplementedError
+
+    def layers(self) -> list[nn.Module]:
+        return list(getattr(*self.layer_list()))
 
     def attention_linears(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear] | None:
         """q, k, v, o; None once the sublayer was removed."""

@@ -138,6 +138,32 @@ def resize(family: Family, keep: Keep) -> None:
             slice_linear_(head, cols=h)
 
 
+# per-layer lists some configs keep beside the layer count (Gemma 3 and Qwen2: sliding or full attention per layer)
+_PER_LAYER_CONFIG = ("layer_types",)
+
+
+def keep_layers(family: Family, kept: list[int]) -> None:
+    """Keep only the whole layers `kept` (in order), in place: the layer list, each layer's index (the KV cache and
+    the attention pattern are looked up by it) and the config's layer count and per-layer lists. The config then
+    states the new depth, so a model built from it has exactly these layers."""
+    total = len(family.layers())
+    if not kept or sorted(set(kept)) != list(kept) or kept[0] < 0 or kept[-1] >= total:
+        raise TfcError(f"layers to keep {list(kept)}: they must be increasing indices in 0..{total - 1}, at least one")
+    parent, name = family.layer_list()
+    layers = getattr(parent, name)
+    setattr(parent, name, nn.ModuleList([layers[i] for i in kept]))
+    for new_index, layer in enumerate(getattr(parent, name)):
+        for module in layer.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new_index
+    config = family.config
+    for key in _PER_LAYER_CONFIG:
+        values = getattr(config, key, None)
+        if isinstance(values, list) and len(values) == total:
+            setattr(config, key, [values[i] for i in kept])
+    config.num_hidden_layers = len(kept)
+
+
 def factorize_linear(linear: nn.Linear, rank: int) -> nn.Sequential:
     """`linear` replaced by two, `in -> rank -> out`, through its truncated SVD: the best rank-`rank` approximation
     of the weight in the Frobenius norm (Eckart-Young); the bias stays on the second. At full rank the output is
