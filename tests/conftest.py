@@ -105,3 +105,23 @@ def make_recipe(tmp_path, tiny_model, tiny_data):
         path.write_text(text)
         return path
     return make
+
+
+@pytest.fixture
+def stage_error(make_recipe):
+    """`tfc validate` output for a recipe whose second stage, on line 12, is `stage` (YAML flow text); the command
+    must refuse it (exit 2)."""
+    from typer.testing import CliRunner
+
+    from tfc_cli.cli.app import app
+
+    def validate(stage: str) -> str:
+        recipe = make_recipe(f"""
+          - {{type: finetune, epochs: 1}}
+          - {stage}
+        """)
+        result = CliRunner().invoke(app, ["validate", str(recipe)])
+        assert result.exit_code == 2, result.output
+        assert ":12" in result.output.replace("\n", ""), result.output
+        return result.output
+    return validate

@@ -26,12 +26,14 @@ class Score:
 class TextClassification:
     type = "text-classification"
 
-    def train_loader(self, state, ctx, batch_size: int, seed: int):
+    def train_loader(self, state, ctx, batch_size: int, seed: int, labels: bool = False):
+        """Padded, shuffled training examples; with `labels`, each batch has the examples' `labels`."""
         from transformers import DataCollatorWithPadding
 
         from .data import tokenize
 
-        train = tokenize(ctx.data.split("train"), state.tokenizer, ctx.recipe.task.max_length).remove_columns("label")
+        train = tokenize(ctx.data.split("train"), state.tokenizer, ctx.recipe.task.max_length)
+        train = train.rename_column("label", "labels") if labels else train.remove_columns("label")
         generator = torch.Generator().manual_seed(seed)
         return torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator,
                                            collate_fn=DataCollatorWithPadding(state.tokenizer))
@@ -49,8 +51,9 @@ class TextClassification:
 class CausalLm:
     type = "causal-lm"
 
-    def train_loader(self, state, ctx, batch_size: int, seed: int):
-        """Non-overlapping blocks of task.max_length tokens of the training text, shuffled."""
+    def train_loader(self, state, ctx, batch_size: int, seed: int, labels: bool = False):
+        """Non-overlapping blocks of task.max_length tokens of the training text, shuffled (the next-token labels are
+        the blocks themselves: `labels` adds nothing)."""
         from .lm.perplexity import text_token_ids
 
         if not ctx.data.train:

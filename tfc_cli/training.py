@@ -129,6 +129,17 @@ class Training:
         self.accelerator.free_memory()
 
 
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def adamw(named_parameters, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on the weight matrices only (not biases or norms), as in BERT fine-tuning."""
+    named = list(named_parameters)
+    return torch.optim.AdamW([
+        {"params": [p for n, p in named if not n.endswith(_NO_DECAY)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n.endswith(_NO_DECAY)], "weight_decay": 0.0}], lr=learning_rate)
+
+
 class BestEpoch:
     """The model state of the epoch that scored best on validation (a `tasks.Score`); `restore` puts it back."""
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from .base import Stage
 from .cofi import Cofi
+from .distill import Distill
 from .finetune import Finetune
+from .prune import Prune
 from .quantize import Quantize
 
-STAGES: dict[str, type[Stage]] = {cls.type: cls for cls in (Finetune, Cofi, Quantize)}
+STAGES: dict[str, type[Stage]] = {cls.type: cls for cls in (Finetune, Distill, Prune, Cofi, Quantize)}

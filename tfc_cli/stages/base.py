@@ -93,3 +93,21 @@ class Stage:
 
     def apply(self, state: "ModelState", ctx: StageContext) -> StageResult:
         raise NotImplementedError
+
+
+def pruning_problems(info: "ModelInfo", target_sparsity: float) -> list[str]:
+    """What stops a structured pruning of the model `info` describes: a family tfc does not describe, quantized
+    weights, or a target that an earlier pruning already passed (targets count from the original model)."""
+    from ..arch import BY_MODEL_TYPE, known_types
+
+    problems = []
+    if info.model_type not in BY_MODEL_TYPE:
+        problems.append(f"model type '{info.model_type}' is not supported (known: {known_types()})")
+    if info.quantized:
+        problems.append("cannot prune a quantized model")
+    sparsity = next((t.get("sparsity_of_original") for t in reversed(info.transforms) if t["op"] in ("prune", "layers")),
+                    None)
+    if sparsity is not None and sparsity >= target_sparsity:
+        problems.append(f"the model is already pruned to sparsity {sparsity:.3f} of its original size; "
+                        f"target_sparsity ({target_sparsity:g}) must be higher")
+    return problems

@@ -10,20 +10,19 @@ zeroed, giving a dense smaller model; `finetune_epochs` then continue the distil
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Optional
 
 from .. import progress
-from ..arch import BY_MODEL_TYPE, family_for, known_types
+from ..arch import family_for
 from ..cofi.run import CofiRun
 from ..errors import TfcError
-from ..labels import head_labels
 from ..schema import param
+from ..student import teacher_model
 from ..tasks import task_of
 from ..training import Training
 from ..transforms import original_prunable_params, transform
-from .base import Stage, StageContext, StageResult
+from .base import Stage, StageContext, StageResult, pruning_problems
 
 
 @dataclass(frozen=True)
@@ -74,16 +73,8 @@ class Cofi(Stage):
             "sublayers, FFN units and hidden dims with layer-wise distillation; the result is physically smaller.")
 
     def validate(self, info, task: str) -> list[str]:
-        c, problems = self.config, []
-        if info.model_type not in BY_MODEL_TYPE:
-            problems.append(f"model type '{info.model_type}' is not supported (known: {known_types()})")
-        if info.quantized:
-            problems.append("cannot prune a quantized model")
-        original = original_prunable_params(info.transforms) if info.pruned else None
-        sparsity = next((t.get("sparsity_of_original") for t in reversed(info.transforms) if t["op"] == "prune"), None)
-        if original and sparsity is not None and sparsity >= c.target_sparsity:
-            problems.append(f"the model is already pruned to sparsity {sparsity:.3f} of its original size; "
-                            f"target_sparsity ({c.target_sparsity:g}) must be higher")
+        c = self.config
+        problems = pruning_problems(info, c.target_sparsity)
         if not any(c.prune.gates().values()):
             problems.append("every granularity in 'prune' is switched off: nothing can be pruned")
         if c.sparsity_warmup_epochs > c.epochs:
@@ -128,7 +119,7 @@ class Cofi(Stage):
             raise TfcError(f"stage 'cofi': the model already has {dims.prunable_params()} of its {original} original "
                            f"prunable weights, at or below target_sparsity {c.target_sparsity:g}")
         loader = training.loader(task.train_loader(state, ctx, c.batch_size, ctx.seed))
-        run = CofiRun(c, state.model, self._teacher(state), loader, training, stage_target)
+        run = CofiRun(c, state.model, teacher_model(c.teacher, state, self.type), loader, training, stage_target)
         pruning = run.prune(run.learn_gates())
         pruned_dims = run.family.dims()
         achieved = 1 - pruned_dims.prunable_params() / original
@@ -155,20 +146,3 @@ class Cofi(Stage):
                    "best_finetune_epoch": best_epoch, best_val.name.replace(" ", "_"): best_val.value,
                    "epochs": run.history}
         return StageResult(state, summary=summary, transforms=[record])
-
-    # ------------------------------------------------------------------------------------------------------
-    def _teacher(self, state):
-        if self.config.teacher is None:
-            return copy.deepcopy(state.model)
-        from ..checkpoint import open_model
-
-        ckpt = open_model(self.config.teacher)
-        if ckpt.model is None:
-            raise TfcError(f"stage 'cofi': teacher {self.config.teacher} is an ONNX model; a torch teacher is needed")
-        if ckpt.tokenizer.get_vocab() != state.tokenizer.get_vocab():
-            raise TfcError(f"stage 'cofi': teacher {self.config.teacher} has another tokenizer than the model: the "
-                           "teacher must read the same token ids")
-        if head_labels(ckpt.config) != head_labels(state.config):
-            raise TfcError(f"stage 'cofi': teacher {self.config.teacher} has labels {head_labels(ckpt.config)}, "
-                           f"the model has {head_labels(state.config)} (ids must mean the same labels)")
-        return ckpt.model

@@ -8,13 +8,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
 from .. import progress
-from ..data import tokenize
 from ..schema import param
 from ..tasks import TextClassification
-from ..training import BestEpoch, Training
+from ..training import BestEpoch, Training, adamw
 from .base import Stage, StageContext, StageResult
 
 
@@ -50,26 +47,19 @@ class Finetune(Stage):
                 "evaluate on validation after each epoch and keep the best")
 
     def apply(self, state, ctx: StageContext) -> StageResult:
-        from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+        from transformers import get_linear_schedule_with_warmup
 
         c = self.config
         training = Training(c.batch_size)
         model = state.model.to(training.device)
-        train = tokenize(ctx.data.split("train"), state.tokenizer, ctx.recipe.task.max_length).rename_column("label", "labels")
-        generator = torch.Generator().manual_seed(ctx.seed)
-        loader = torch.utils.data.DataLoader(train, batch_size=c.batch_size, shuffle=True, generator=generator,
-                                             collate_fn=DataCollatorWithPadding(state.tokenizer))
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-        groups = [
-            {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": c.weight_decay},
-            {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=c.learning_rate)
+        task = TextClassification()
+        loader = task.train_loader(state, ctx, c.batch_size, ctx.seed, labels=True)
+        examples = len(loader.dataset)
+        optimizer = adamw(model.named_parameters(), c.learning_rate, c.weight_decay)
         steps = c.epochs * len(loader)
         scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(c.warmup_ratio * steps), steps)
         loader = training.loader(loader)
         params = [p for p in model.parameters() if p.requires_grad]
-        task = TextClassification()
 
         def loss_of(batch):
             loss = model(**batch).loss
@@ -90,4 +80,4 @@ class Finetune(Stage):
         training.close()
         state.model = model.cpu().eval()
         return StageResult(state, summary={"best_epoch": best.epoch, "validation_accuracy": best.score.value,
-                                           "train_examples": len(train), "epochs": history})
+                                           "train_examples": examples, "epochs": history})
