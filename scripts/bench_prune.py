@@ -1,0 +1,46 @@
+"""Benchmark one-shot `prune` on the fine-tuned MiniLM-L6: each criterion at two sparsities of the attention+FFN
+weights (heads and FFN units, ranked across layers for taylor/fisher, the same share per layer for magnitude and
+activation), no training; plus whole layers by block influence. Accuracy on the test split, speed measured against
+the teacher in the same process, and the stage's wall time (scoring on 256 training examples, pruning, validation).
+
+    python scripts/bench_prune.py [--sparsity 0.4 0.6] [--criteria fisher taylor activation magnitude]
+Prints a Markdown table for docs/BENCHMARKS.md and writes runs/bench-prune/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from teacher_rows import HEADER, ROOT, ensure_teacher, line, measured, run, teacher_line
+
+OUT = ROOT / "runs" / "bench-prune"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sparsity", type=float, nargs="+", default=[0.4, 0.6])
+    parser.add_argument("--criteria", nargs="+", default=["fisher", "taylor", "activation", "magnitude"])
+    parser.add_argument("--layers", action="store_true", help="also remove whole layers by block influence")
+    args = parser.parse_args()
+    ensure_teacher()
+    stages = {f"{c}, heads + FFN units, {s:.0%}": {"type": "prune", "target_sparsity": s, "criterion": c,
+                                                    "granularity": ["heads", "ffn"]}
+              for s in args.sparsity for c in args.criteria}
+    if args.layers:
+        stages |= {f"whole layers by block influence, {s:.0%}": {"type": "prune", "target_sparsity": s,
+                                                                 "criterion": "activation", "granularity": "layers"}
+                   for s in args.sparsity}
+    lines, results = list(HEADER), {}
+    for i, (label, stage) in enumerate(stages.items()):
+        name = f"{stage['criterion']}-{stage['granularity'] if isinstance(stage['granularity'], str) else 'units'}-" \
+               f"{round(stage['target_sparsity'] * 100)}"
+        results[label] = measured(run(OUT, name, stage)) | {"stage": stage}
+        if i == 0:
+            lines.append(teacher_line(results[label]))
+        lines.append(line(label, results[label]))
+    (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
