@@ -43,7 +43,9 @@ STAGES = {  # a short configuration of every stage type (and quantization method
 DEFAULT = {"cofi": set(CONFIGS) - {"roberta"},  # RoBERTa is BERT's code path; its row runs with -m slow
            "cofi-twice": {"bert", "llama"}, "dynamic-int8-torch": {"distilbert", "qwen2"},
            "weight-only-int4": {"gemma3_text"},  # Gemma 3 exports extra scalar inputs for its sliding window
-           "distill": {"bert"}, "distill-narrow": {"llama"}, "prune-fisher": {"llama"}, "prune-layers": {"mpnet"}}
+           # a narrower student and whole-layer pruning are covered by test_distill.py, test_prune.py and the
+           # layer-removal tests of test_families.py
+           "distill": {"bert"}, "prune-fisher": {"llama"}}
 
 
 def rows():
