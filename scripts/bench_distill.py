@@ -13,9 +13,8 @@ Prints a Markdown table for docs/BENCHMARKS.md and writes runs/bench-distill/res
 from __future__ import annotations
 
 import argparse
-import json
 
-from teacher_rows import HEADER, ROOT, ensure_teacher, line, measured, run, teacher_line
+from teacher_rows import ROOT, ensure_teacher, table
 
 OUT = ROOT / "runs" / "bench-distill"
 
@@ -36,14 +35,8 @@ def main() -> None:
     parser.add_argument("--ablation", action="store_true", help="also distil into the first 3 layers")
     args = parser.parse_args()
     ensure_teacher()
-    lines, results = list(HEADER), {}
-    for i, (label, stage) in enumerate(rows(args.epochs, args.ablation).items()):
-        results[label] = measured(run(OUT, f"row{i}-{args.epochs}ep", stage)) | {"stage": stage}
-        if i == 0:
-            lines.append(teacher_line(results[label]))
-        lines.append(line(label, results[label]))
-    (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    print("\n".join(lines))
+    table(OUT, {label: (f"row{i}-{args.epochs}ep", stage)
+                for i, (label, stage) in enumerate(rows(args.epochs, args.ablation).items())})
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ Prints a Markdown table for docs/BENCHMARKS.md and writes runs/bench-prune/resul
 from __future__ import annotations
 
 import argparse
-import json
 
-from teacher_rows import HEADER, ROOT, ensure_teacher, line, measured, run, teacher_line
+from teacher_rows import ROOT, ensure_teacher, table
 
 OUT = ROOT / "runs" / "bench-prune"
 
@@ -30,16 +29,8 @@ def main() -> None:
         stages |= {f"whole layers by block influence, {s:.0%}": {"type": "prune", "target_sparsity": s,
                                                                  "criterion": "activation", "granularity": "layers"}
                    for s in args.sparsity}
-    lines, results = list(HEADER), {}
-    for i, (label, stage) in enumerate(stages.items()):
-        name = f"{stage['criterion']}-{stage['granularity'] if isinstance(stage['granularity'], str) else 'units'}-" \
-               f"{round(stage['target_sparsity'] * 100)}"
-        results[label] = measured(run(OUT, name, stage)) | {"stage": stage}
-        if i == 0:
-            lines.append(teacher_line(results[label]))
-        lines.append(line(label, results[label]))
-    (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    print("\n".join(lines))
+    table(OUT, {label: (f"{stage['criterion']}-{'layers' if stage['granularity'] == 'layers' else 'units'}-"
+                        f"{round(stage['target_sparsity'] * 100)}", stage) for label, stage in stages.items()})
 
 
 if __name__ == "__main__":

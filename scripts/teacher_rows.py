@@ -46,6 +46,18 @@ def measured(report: dict) -> dict:
             "wall_s": report["wall_s"], "summary": report["stages"][0].get("summary", {})}
 
 
+def table(out: Path, rows: dict[str, tuple[str, dict]]) -> None:
+    """Run each row (label -> (run name, stage)), print the Markdown table and write out/results.json."""
+    lines, results = list(HEADER), {}
+    for label, (name, stage) in rows.items():
+        results[label] = measured(run(out, name, stage)) | {"stage": stage}
+        if len(results) == 1:
+            lines.append(teacher_line(results[label]))
+        lines.append(line(label, results[label]))
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print("\n".join(lines))
+
+
 def teacher_line(r: dict) -> str:
     return (f"| teacher (fine-tuned MiniLM-L6) | {r['teacher_accuracy']:.4f} | 0.00 | {r['teacher_params'] / 1e6:.2f} M | "
             f"{r['teacher_p50_ms']:.2f} ms | 1.00x | | |")
