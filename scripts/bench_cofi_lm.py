@@ -9,15 +9,11 @@ recipe is unchanged is reused. Prints the markdown table recorded in docs/BENCHM
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from recipe_runs import ROOT, run, write_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "smollm2-cofi30.yaml"
 OUT = ROOT / "runs" / "bench-cofi-lm"
 
@@ -27,24 +23,7 @@ def recipe_for(sparsity: float) -> Path:
     name = f"smollm2-cofi{round(sparsity * 100)}"
     spec["stages"][0]["target_sparsity"] = sparsity
     spec |= {"name": name, "output": str(OUT / name)}
-    path = OUT / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(spec, sort_keys=False)
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return path
-
-
-def run(recipe: Path) -> dict:
-    spec = yaml.safe_load(recipe.read_text())
-    out = Path(spec["output"])
-    sha = hashlib.sha256(recipe.read_text().encode()).hexdigest()
-    if (out / "report.json").exists() and json.loads((out / "tfc.json").read_text())["recipe"]["sha256"] == sha:
-        return json.loads((out / "report.json").read_text())
-    done = subprocess.run([sys.executable, "-m", "tfc_cli", "compress", str(recipe), "--overwrite"], cwd=ROOT)
-    if done.returncode not in (0, 3):  # 3: a gate failed or was inconclusive; the report is complete
-        sys.exit(done.returncode)
-    return json.loads((out / "report.json").read_text())
+    return write_recipe(OUT / f"{name}.yaml", spec)
 
 
 def main() -> None:

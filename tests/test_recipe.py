@@ -135,7 +135,7 @@ def test_missing_file_is_a_recipe_error(tmp_path):
     ({"extra": "bench: {repeats: 2}\n"}, "bench", "'repeats' must be >= 3, got 2 (in recipe.bench)"),
     # stages
     ({"stages": stage("finetun")}, "finetun",
-     "unknown stage type 'finetun'; did you mean 'finetune'? (known: cofi, distill, finetune, prune, quantize)"),
+     "unknown stage type 'finetun'; did you mean 'finetune'? (known: cofi, distill, finetune, prune, quantize, sparsify)"),
     ({"stages": " []\n"}, "stages", "'stages' must be a non-empty list of stages"),
     ({"stages": stage("finetune") + "  - quantize\n"}, "- quantize", "stage 2 must be a mapping with a 'type' key"),
     ({"stages": "  - epochs: 2\n"}, "epochs", "stage 1 must be a mapping with a 'type' key"),

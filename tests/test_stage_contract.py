@@ -28,8 +28,11 @@ STAGES = {  # a short configuration of every stage type (and quantization method
                        "intermediate_size: 10, num_attention_heads: 2}}"),
     "prune-fisher": ("{type: prune, target_sparsity: 0.3, granularity: [heads, ffn, hidden], criterion: fisher, "
                      "calibration_samples: 8, recover: {epochs: 1, batch_size: 16, hidden_weight: 1.0}}"),
+    "prune-mask-search": "{type: prune, method: mask-search, target_sparsity: 0.3, calibration_samples: 16}",
     "prune-layers": ("{type: prune, target_sparsity: 0.3, granularity: layers, criterion: activation, "
                      "calibration_samples: 16}"),
+    "sparsify-wanda": "{type: sparsify, method: wanda, sparsity: 0.5, calibration_samples: 8}",
+    "sparsify-sparsegpt": "{type: sparsify, method: sparsegpt, sparsity: 0.5, calibration_samples: 8}",
     "cofi": SHORT_COFI,
     "cofi-twice": [SHORT_COFI, SHORT_COFI.replace("target_sparsity: 0.3", "target_sparsity: 0.5")],
     "dynamic-int8-torch": "{type: quantize, method: dynamic-int8, backend: torch}",
@@ -45,7 +48,8 @@ DEFAULT = {"cofi": set(CONFIGS) - {"roberta"},  # RoBERTa is BERT's code path; i
            "weight-only-int4": {"gemma3_text"},  # Gemma 3 exports extra scalar inputs for its sliding window
            # a narrower student and whole-layer pruning are covered by test_distill.py, test_prune.py and the
            # layer-removal tests of test_families.py
-           "distill": {"bert"}, "prune-fisher": {"llama"}}
+           "distill": {"bert"}, "prune-fisher": {"llama"}, "prune-mask-search": {"mpnet", "llama"},
+           "sparsify-wanda": {"qwen2"}, "sparsify-sparsegpt": {"distilbert"}}
 
 
 def rows():

@@ -11,7 +11,7 @@ from .arch import BY_MODEL_TYPE
 
 def plain_config(state):
     """The config that builds `state.model` exactly, or None when the plain classes cannot."""
-    if state.model is None or not state.transforms or any(t["op"] not in ("prune", "layers", "distill") for t in state.transforms):
+    if state.model is None or not state.transforms or any(t["op"] not in ("prune", "layers", "distill", "sparsify") for t in state.transforms):
         return None
     family = BY_MODEL_TYPE.get(state.config.model_type)
     if family is None:

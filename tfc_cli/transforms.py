@@ -37,7 +37,7 @@ def _rebuild_quantize(model, record: dict) -> None:
 # records of earlier prunes still list every original layer; `as_built` drops the removed ones from them.
 # `distill` records what a student was trained against; its shapes are the config's and the ops before it.
 OPS = {op.name: op for op in (Op("prune", 1, _rebuild_prune), Op("quantize", 1, _rebuild_quantize),
-                              Op("layers", 1, None), Op("distill", 1, None))}
+                              Op("layers", 1, None), Op("distill", 1, None), Op("sparsify", 1, None))}
 
 
 def transform(op: str, **record) -> dict:

@@ -14,6 +14,7 @@ class LlamaLike(Family):
     model_types = ("llama", "mistral", "qwen2")
     pre_norm = True
     gated_ffn = True
+    classified_token = "last"
     config_sizes = {"ffn": "intermediate_size", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
                     "hidden": "hidden_size"}  # head_dim is its own config field
     attention_norms = ("input_layernorm",)  # the norms that exist only for that sublayer

@@ -21,6 +21,7 @@ class Family:
     model_types: ClassVar[tuple[str, ...]]
     pre_norm: ClassVar[bool]  # norm before each sublayer (Llama) or after the residual add (BERT)
     gated_ffn: ClassVar[bool] = False  # the FFN has a gate projection beside up (SwiGLU, GeGLU)
+    classified_token: ClassVar[str] = "first"  # the token a sequence classifier's head reads: first or last real one
     # the sizes the HF config can state for every layer alike (ffn, heads, kv_heads, hidden -> config key): a pruned
     # model whose layers are uniform in these, and changed in nothing else, loads with the plain classes
     config_sizes: ClassVar[dict[str, str]] = {}

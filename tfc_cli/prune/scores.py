@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..arch import Family, GateSlot, Gates
+from ..arch import Family, Gates, GateSlot
 from ..arch.gating import Gating
 from ..arch.importance import magnitude_scores
 from ..errors import TfcError
@@ -32,18 +32,23 @@ class Scores:
     ffn: list[torch.Tensor | None]  # per layer, per FFN unit
     hidden: torch.Tensor  # per hidden dim
     layers: torch.Tensor | None  # per whole layer (None: the criterion cannot rank layers)
+    # per calibration batch, the mask gradients of every (layer, group) and (layer, FFN unit): (batches, L, G) and
+    # (batches, L, F); kept on request for mask rearrangement, which needs more than their squares' sum
+    gradients: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
-def scores(model, family: Family, criterion: str, batches, loss_of, on_batch=lambda: None) -> Scores:
+def scores(model, family: Family, criterion: str, batches, loss_of, on_batch=lambda: None,
+           keep_gradients: bool = False) -> Scores:
     """`batches`: calibration batches (dicts of tensors; one example each for `fisher`); `loss_of(model, batch)`:
-    the task loss of a batch; `on_batch()` is called after each (progress)."""
+    the task loss of a batch; `on_batch()` is called after each (progress); `keep_gradients` (taylor, fisher) keeps
+    each batch's mask gradients in `Scores.gradients`."""
     if criterion == "magnitude":
         groups, ffn, hidden = magnitude_scores(family)
         return Scores(groups, ffn, hidden, None)
     if criterion == "activation":
         return _activation_scores(model, family, batches, on_batch)
     if criterion in ("taylor", "fisher"):
-        return _gradient_scores(model, family, batches, loss_of, on_batch, squared=criterion == "fisher")
+        return _gradient_scores(model, family, batches, loss_of, on_batch, criterion == "fisher", keep_gradients)
     raise TfcError(f"unknown criterion '{criterion}' (known: {', '.join(CRITERIA)})")
 
 
@@ -52,7 +57,7 @@ def _trim(values: torch.Tensor, counts: tuple[int, ...]) -> list[torch.Tensor | 
     return [None if n == 0 else values[i, :n].detach().cpu() for i, n in enumerate(counts)]
 
 
-def _gradient_scores(model, family: Family, batches, loss_of, on_batch, squared: bool) -> Scores:
+def _gradient_scores(model, family: Family, batches, loss_of, on_batch, squared: bool, keep: bool) -> Scores:
     dims = family.dims()
     device = next(model.parameters()).device
     ones = lambda *shape: torch.ones(*shape, device=device, requires_grad=True)  # noqa: E731
@@ -61,6 +66,7 @@ def _gradient_scores(model, family: Family, batches, loss_of, on_batch, squared:
                   hidden=ones(dims.hidden))
     masks = [gates.heads, gates.ffn, gates.hidden, gates.mha, gates.ffn_layer]
     totals = [torch.zeros_like(m) for m in masks]
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     trainable = [p for p in model.parameters() if p.requires_grad]
     for p in trainable:  # only the masks' gradients are needed
         p.requires_grad_(False)
@@ -73,6 +79,9 @@ def _gradient_scores(model, family: Family, batches, loss_of, on_batch, squared:
             for total, grad in zip(totals, grads):
                 if grad is not None:
                     total += grad.detach() ** 2 if squared else grad.detach()
+            if keep:
+                kept.append(tuple(torch.zeros_like(m).cpu() if g is None else g.detach().cpu()
+                                  for m, g in zip(masks[:2], grads[:2])))
             count += 1
             on_batch()
     finally:
@@ -82,7 +91,8 @@ def _gradient_scores(model, family: Family, batches, loss_of, on_batch, squared:
     if not count:
         raise TfcError("no calibration batches to score the model on")
     heads, ffn, hidden, mha, ffn_layer = (t / count if squared else (t / count).abs() for t in totals)
-    return Scores(_trim(heads, dims.groups), _trim(ffn, dims.ffn), hidden.cpu(), (mha + ffn_layer).cpu())
+    gradients = (torch.stack([h for h, _ in kept]), torch.stack([f for _, f in kept])) if keep else None
+    return Scores(_trim(heads, dims.groups), _trim(ffn, dims.ffn), hidden.cpu(), (mha + ffn_layer).cpu(), gradients)
 
 
 @torch.no_grad()

@@ -7,5 +7,6 @@ from .distill import Distill
 from .finetune import Finetune
 from .prune import Prune
 from .quantize import Quantize
+from .sparsify import Sparsify
 
-STAGES: dict[str, type[Stage]] = {cls.type: cls for cls in (Finetune, Distill, Prune, Cofi, Quantize)}
+STAGES: dict[str, type[Stage]] = {cls.type: cls for cls in (Finetune, Distill, Prune, Cofi, Sparsify, Quantize)}
