@@ -200,3 +200,14 @@ def test_mask_search_to_a_speedup_stays_within_its_measured_budget(make_recipe):
 def test_mask_search_recipe_errors(stage_error, stage, message):
     output = stage_error(stage)
     assert message in output.replace("\n", " "), output
+
+
+def test_a_speed_target_after_an_earlier_prune_is_validated(make_recipe):
+    """A speedup target is not a sparsity: validating it after a prune must not compare the two."""
+    recipe = make_recipe("""
+      - {type: finetune, epochs: 1}
+      - {type: prune, target_sparsity: 0.3, criterion: magnitude}
+      - {type: prune, method: mask-search, target_speedup: 1.2}
+    """)
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 0, result.output

@@ -173,12 +173,13 @@ def _variant(stage_type, params, problems: list[Problem], section: str):
 def _check_order(specs: list[StageSpec], problems: list[Problem]) -> None:
     pruned = None  # the last pruning stage: a later one must prune further (targets count from the original model)
     for spec in specs:
-        target = getattr(spec.stage.config, "target_sparsity", None)
-        if spec.stage.prunes_structure and pruned is not None and (target is None or target <= pruned[1]):
+        target = spec.stage.sparsity_target()  # None: a target that is not a sparsity (a measured speedup)
+        if (spec.stage.prunes_structure and pruned is not None and None not in (target, pruned[1])
+                and target <= pruned[1]):
             problems.append(Problem(spec.line, f"stage '{spec.type}' follows a pruning stage (line {pruned[0]}) with "
-                                    f"target_sparsity {pruned[1]:g}: its own target ({target}) must be higher"))
+                                    f"target_sparsity {pruned[1]:g}: its own target ({target:g}) must be higher"))
         if spec.stage.prunes_structure:
-            pruned = (spec.line, target if target is not None else 1.0)
+            pruned = (spec.line, target)
     representation, made_by = "torch", None  # what each stage receives: the recipe's model is a float torch model
     for spec in specs:
         if representation not in spec.stage.accepts():

@@ -75,6 +75,10 @@ class Stage:
         applied = set(self.applied_options())
         return {k: v for k, v in dataclasses.asdict(self.config).items() if k in applied}
 
+    def sparsity_target(self) -> float | None:
+        """The share of the original model's prunable weights a pruning stage leaves removed, if it has one."""
+        return getattr(self.config, "target_sparsity", None)
+
     def input_paths(self) -> list[str]:
         """Models or files the stage reads besides the recipe's model and data (e.g. a teacher)."""
         return []
@@ -95,9 +99,10 @@ class Stage:
         raise NotImplementedError
 
 
-def pruning_problems(info: "ModelInfo", target_sparsity: float) -> list[str]:
+def pruning_problems(info: "ModelInfo", target_sparsity: float | None) -> list[str]:
     """What stops a structured pruning of the model `info` describes: a family tfc does not describe, quantized
-    weights, or a target that an earlier pruning already passed (targets count from the original model)."""
+    weights, or a target that an earlier pruning already passed (targets count from the original model; None: the
+    target is not a sparsity)."""
     from ..arch import BY_MODEL_TYPE, known_types
 
     problems = []
@@ -107,7 +112,7 @@ def pruning_problems(info: "ModelInfo", target_sparsity: float) -> list[str]:
         problems.append("cannot prune a quantized model")
     sparsity = next((t.get("sparsity_of_original") for t in reversed(info.transforms) if t["op"] in ("prune", "layers")),
                     None)
-    if sparsity is not None and sparsity >= target_sparsity:
+    if sparsity is not None and target_sparsity is not None and sparsity >= target_sparsity:
         problems.append(f"the model is already pruned to sparsity {sparsity:.3f} of its original size; "
                         f"target_sparsity ({target_sparsity:g}) must be higher")
     return problems

@@ -133,6 +133,9 @@ class Prune(Stage):
                 problems.append("latency_runtime onnxruntime: onnxruntime is not installed")
         return problems
 
+    def sparsity_target(self) -> float | None:
+        return self.config.sparsity()
+
     def configured_as(self) -> str:
         return f"method {self.config.method}"
 
