@@ -33,6 +33,9 @@ STAGES = {  # a short configuration of every stage type (and quantization method
                      "calibration_samples: 16}"),
     "sparsify-wanda": "{type: sparsify, method: wanda, sparsity: 0.5, calibration_samples: 8}",
     "sparsify-sparsegpt": "{type: sparsify, method: sparsegpt, sparsity: 0.5, calibration_samples: 8}",
+    "sparsify-gradual": "{type: sparsify, method: gradual-magnitude, sparsity: 0.5, epochs: 2, batch_size: 16}",
+    "sparsify-movement": ("{type: sparsify, method: movement, sparsity: 0.5, epochs: 2, batch_size: 16, "
+                          "learning_rate: 1.0e-3, scope: global}"),
     "cofi": SHORT_COFI,
     "cofi-twice": [SHORT_COFI, SHORT_COFI.replace("target_sparsity: 0.3", "target_sparsity: 0.5")],
     "dynamic-int8-torch": "{type: quantize, method: dynamic-int8, backend: torch}",
@@ -49,7 +52,8 @@ DEFAULT = {"cofi": set(CONFIGS) - {"roberta"},  # RoBERTa is BERT's code path; i
            # a narrower student and whole-layer pruning are covered by test_distill.py, test_prune.py and the
            # layer-removal tests of test_families.py
            "distill": {"bert"}, "prune-fisher": {"llama"}, "prune-mask-search": {"mpnet", "llama"},
-           "sparsify-wanda": {"qwen2"}, "sparsify-sparsegpt": {"distilbert"}}
+           "sparsify-wanda": {"qwen2"}, "sparsify-sparsegpt": {"distilbert"}, "sparsify-gradual": {"bert"},
+           "sparsify-movement": {"llama"}}
 
 
 def rows():
@@ -140,6 +144,9 @@ def test_stage_contract(stage, model_type, folders, tiny_data, text, tmp_path):
     if stage.startswith("prune"):
         assert [t["op"] for t in manifest["transforms"]] == ["layers" if stage == "prune-layers" else "prune"]
         assert abs(manifest["transforms"][0]["sparsity_of_original"] - 0.3) < 0.1
+    if stage.startswith("sparsify"):
+        assert [t["op"] for t in manifest["transforms"]] == ["sparsify"]
+        assert manifest["transforms"][0]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     ids = np.array([[5, 17, 42, 9, 33, 61, 7, 20]], dtype=np.int64)
     batch = {"input_ids": ids} if model_type in DECODERS else {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     here = runner_for(tfc_cli.load(out))(batch)

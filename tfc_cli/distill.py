@@ -203,17 +203,22 @@ class DistillRun:
         total = sum(weights[k] * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
-    def train(self, loader, validate, initial=None) -> tuple[int, object, list[dict]]:
+    def train(self, loader, validate, initial=None, after_step=None, eligible=None) -> tuple[int, object, list[dict]]:
         """`epochs` of distillation; returns the best epoch (0: the student as built, scored `initial` when the
-        caller has scored it), its score and the history."""
+        caller has scored it), its score and the history. `after_step()` runs after each optimisation step;
+        `eligible()`, when given, says whether the student may be kept as it is now (the student as built may not:
+        a gradual sparsity schedule keeps only epochs at its final sparsity)."""
         from transformers import get_linear_schedule_with_warmup
 
         c, training = self.config, self.training
         history = []
-        if initial is None:
-            initial = validate("validation, student as built")
-            progress.info(f"  student as built: {initial}")
-        best = BestEpoch(self.student, epoch=0, score=initial)
+        if eligible is not None:
+            best = BestEpoch(self.student)
+        else:
+            if initial is None:
+                initial = validate("validation, student as built")
+                progress.info(f"  student as built: {initial}")
+            best = BestEpoch(self.student, epoch=0, score=initial)
         named = list(self.student.named_parameters()) + [(f"projection.{n}", p)
                                                          for n, p in self.projection.named_parameters()]
         params = [p for _, p in named]
@@ -227,6 +232,8 @@ class DistillRun:
 
         def step(loss):
             training.step(loss, params, optimizer, scheduler, params, c.max_grad_norm)
+            if after_step is not None:
+                after_step()
 
         for epoch in range(1, c.epochs + 1):
             loss = training.epoch(self.student, loader, loss_of, step, f"{self.stage} epoch {epoch}/{c.epochs}", self.stage,
@@ -234,7 +241,8 @@ class DistillRun:
             val = validate(f"validation, epoch {epoch}")
             history.append({"epoch": epoch, "distill_loss": loss, "validation": {val.name: val.value}})
             progress.info(f"  epoch {epoch}: distill loss {loss:.4f}, {val}")
-            best.offer(epoch, val, self.student)
+            if eligible is None or eligible():
+                best.offer(epoch, val, self.student)
         best.restore(self.student)
         return best.epoch, best.score, history
 
