@@ -392,10 +392,10 @@ def test_eval_scores_one_data_file_as_the_test_split(tiny_classifier, tiny_data)
 
 
 def test_a_run_name_with_dollars_draws_its_chart():
-    from tfc_cli.charts import metric_vs_latency_png
+    from tfc_cli.charts import metric_vs_latency_svg
 
-    png = metric_vs_latency_png([{"label": "${MODEL}_${QUANT}", "baseline": (10.0, 0.9), "compressed": (5.0, 0.89)}])
-    assert png.startswith(b"\x89PNG")
+    svg = metric_vs_latency_svg([{"label": "${MODEL}_${QUANT}", "baseline": (10.0, 0.9), "compressed": (5.0, 0.89)}])
+    assert svg.startswith("<svg") and "MODEL" in svg
 
 
 def test_a_multi_part_asset_is_joined_checked_and_unpacked_once(tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ def test_valid_recipe_fills_defaults(tmp_path):
                                                       warmup_ratio=0.06, max_grad_norm=1.0)
     assert r.stages[1].stage.config == DynamicInt8Config(method="dynamic-int8", backend="onnxruntime", per_channel=True)
     assert r.gates == GatesConfig(max_accuracy_drop=None, min_speedup=None, max_size_ratio=None)
-    assert r.bench == BenchConfig(batch_size=1, seq_len=64, threads=None, warmup=10, repeats=50)
+    assert r.bench == BenchConfig(batch_size=1, seq_len=128, threads=None, warmup=10, repeats=50)  # task.max_length
     assert r.output == Path("runs/my-run")
     assert r.sha256 == hashlib.sha256(text.encode()).hexdigest()
     assert (r.lines["model"], r.lines["task"], r.lines["stages"]) == (1, 2, 6)
@@ -77,7 +77,7 @@ def test_name_output_gates_and_bench_given():
                            "bench: {batch_size: 4, threads: 2}\n"))
     assert (r.name, r.seed, r.output) == ("exp1", 7, Path("runs/exp1"))
     assert r.gates == GatesConfig(max_accuracy_drop=0.0, min_speedup=1.5, max_size_ratio=None)
-    assert r.bench == BenchConfig(batch_size=4, seq_len=64, threads=2, warmup=10, repeats=50)
+    assert r.bench == BenchConfig(batch_size=4, seq_len=128, threads=2, warmup=10, repeats=50)
     assert parse(recipe(extra="output: out/here\n")).output == Path("out/here")
 
 

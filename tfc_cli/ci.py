@@ -125,21 +125,25 @@ class Children:
         self.stopping = False
         self.not_started = 0
 
-    def run(self, name: str, cmd: list[str]) -> subprocess.CompletedProcess | None:
-        """Run `cmd` to completion; None when ci is stopping (the child was not started, or was stopped)."""
+    def run(self, name: str, cmd: list[str], log: Path) -> subprocess.CompletedProcess | None:
+        """Run `cmd` to completion, its stdout and stderr streamed into `log` as they come (the file can be followed
+        while it runs); None when ci is stopping (the child was not started, or was stopped)."""
         with self._lock:
             if self.stopping:
                 self.not_started += 1
                 return None
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("w") as sink:
+                proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, text=True)
             self._running[proc.pid] = (name, proc)
         try:
-            stdout, stderr = proc.communicate()
+            proc.wait()
         finally:
             with self._lock:
                 self._running.pop(proc.pid, None)
-        return None if self.stopping and proc.returncode not in (0, 3) else \
-            subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+        if self.stopping and proc.returncode not in (0, 3):
+            return None
+        return subprocess.CompletedProcess(cmd, proc.returncode, "", log.read_text(errors="replace"))
 
     def stop_all(self) -> list[str]:
         """Ask every running child to stop (SIGTERM), kill those still there after the grace time; their names."""
@@ -156,6 +160,18 @@ class Children:
                 proc.kill()
                 proc.wait()
         return [name for name, _ in running]
+
+
+TAIL_LINES = 20  # of a crashed run's log, shown by ci
+
+
+def log_path(prepared: Prepared) -> Path:
+    """Where ci writes a recipe's output: beside its output folder (runs/NAME -> runs/NAME.log)."""
+    return prepared.output.with_name(prepared.output.name + ".log")
+
+
+def _tail(text: str, lines: int = TAIL_LINES) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.strip()][-lines:]
 
 
 def _error_message(proc: subprocess.CompletedProcess) -> str:
@@ -175,18 +191,21 @@ def run_one(prepared: Prepared, resume: bool, overwrite: bool = False, children:
     if resume and _reusable(prepared):
         previous = _finished_report(prepared)
         return RunSummary(name, status_of(previous), previous, wall_s=previous.get("wall_s", 0.0), reused=True)
-    cmd = [sys.executable, "-m", "tfc_cli", "compress", str(prepared.recipe.path), "-o", str(prepared.output), "--quiet"]
+    # not --quiet: the log gets the status lines, and progress lines at least every 30 s
+    cmd = [sys.executable, "-m", "tfc_cli", "compress", str(prepared.recipe.path), "-o", str(prepared.output)]
     cmd += ["--overwrite"] if overwrite else []
-    proc = (children or Children()).run(name, cmd)
+    log = log_path(prepared)
+    proc = (children or Children()).run(name, cmd, log)
     if proc is None:
         return None
     wall = time.perf_counter() - started
     if proc.returncode not in (0, 3):
-        return RunSummary(name, "crashed", None, _error_message(proc), wall)
+        return RunSummary(name, "crashed", None, _error_message(proc), wall, log=str(log), tail=_tail(proc.stderr))
     report = _finished_report(prepared)
     if report is None:
-        return RunSummary(name, "crashed", None, "finished without a report.json", wall)
-    return RunSummary(name, status_of(report), report, wall_s=wall)
+        return RunSummary(name, "crashed", None, "finished without a report.json", wall, log=str(log),
+                          tail=_tail(proc.stderr))
+    return RunSummary(name, status_of(report), report, wall_s=wall, log=str(log))
 
 
 class CiInterrupted(Interrupted):

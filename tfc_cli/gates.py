@@ -26,6 +26,9 @@ def evaluate_gates(gates, comparison: dict) -> list[dict]:
         ("max_perplexity_increase", gates.max_perplexity_increase, comparison.get("perplexity_ratio", 1.0) - 1, None),
         ("min_speedup", gates.min_speedup, comparison["speedup"], comparison.get("speedup_interval")),
         ("max_size_ratio", gates.max_size_ratio, comparison["size_ratio"], None),
+        # no higher-is-better harness metric to judge is a failure (nan), never a pass by default
+        ("max_lm_eval_drop", getattr(gates, "max_lm_eval_drop", None),
+         (comparison.get("lm_eval_worst_drop") or {}).get("drop", float("nan")), None),
     ]
     out = []
     for name, threshold, value, interval in checks:
@@ -36,6 +39,8 @@ def evaluate_gates(gates, comparison: dict) -> list[dict]:
         else:  # 0.86 - 0.835 is 0.025000000000000022 in floats: a drop equal to the limit passes
             status = "pass" if value <= threshold + EPSILON else "fail"
         entry = {"name": name, "threshold": threshold, "value": value, "status": status, "passed": status == "pass"}
+        if name == "max_lm_eval_drop" and comparison.get("lm_eval_worst_drop"):
+            entry["metric"] = comparison["lm_eval_worst_drop"]["metric"]  # the metric that fell most
         if interval is not None and name == "min_speedup":
             entry["interval"] = [interval["low"], interval["high"]]
         out.append(entry)

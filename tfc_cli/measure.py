@@ -42,6 +42,12 @@ def _measure_lm(recipe, data, baseline, saved, output: Path) -> dict:
     models = {name: {"runtime": runner.runtime, "metrics": {"split": data.eval_split, "samples": len(ids)} |
                      perplexity(runner, ids, task.max_length, stride, label=name)}
               for name, runner in runners.items()}
+    if task.eval == "lm-eval":  # the harness's tasks too, on the same runners (the compressed model as saved)
+        from .lm.harness import evaluate as harness_evaluate, start_token
+
+        start = start_token(tokenizer, saved.config)
+        for name, runner in runners.items():
+            models[name]["lm_eval"] = harness_evaluate(runner, tokenizer, task.lm_eval, task.max_length, name, start)
     prompt = prompt_ids(tokenizer, data.text, protocol.seq_len)
     latency = time_generation(runners, prompt, protocol, recipe.bench.decode_tokens)
     models["baseline"] |= {"latency": latency["baseline"], "size": _baseline_size(baseline), "source": recipe.model}
@@ -98,8 +104,10 @@ def build_report(recipe, data, measured: dict, stage_records: list, fingerprint:
         "recipe": {"name": recipe.name, "path": str(recipe.path), "sha256": recipe.sha256}, "seed": recipe.seed,
         "output": str(output),
         "task": {"type": recipe.task.type, "dataset": data.source, "eval_split": data.eval_split,
+                 "max_length": recipe.task.max_length,
                  "labels": getattr(data, "label_names", None),
-                 "metric": "perplexity" if recipe.task.type == "causal-lm" else "accuracy"},
+                 "metric": "perplexity" if recipe.task.type == "causal-lm" else "accuracy"}
+        | ({"lm_eval": dataclasses.asdict(recipe.task.lm_eval)} if recipe.task.eval == "lm-eval" else {}),
         "baseline_definition": f"model after stage {index} ({recipe.stages[index - 1].type})" if index else "the input model",
         "inputs": fingerprint, "load_policy": recipe.policy.record(),
         "stages": stage_records, "training_processes": num_processes(),

@@ -59,7 +59,10 @@ def run_inputs(recipe: Recipe, info: ModelInfo) -> tuple[Path, ...]:
 
 def prepare(recipe_path: str | Path, output: str | Path | None = None, overwrite: bool = False) -> Prepared:
     """Parse and validate the recipe against the model's config; loads no weights, writes nothing."""
-    recipe = parse_recipe(recipe_path)
+    return prepare_recipe(parse_recipe(recipe_path), output, overwrite)
+
+
+def prepare_recipe(recipe: Recipe, output: str | Path | None = None, overwrite: bool = False) -> Prepared:
     out = Path(os.path.normpath(output if output else recipe.output))
     info = model_info(recipe.model, recipe.policy)
     inputs = run_inputs(recipe, info)
@@ -169,6 +172,8 @@ def _compress_locked(prepared: Prepared, overwrite: bool, resume: bool) -> dict:
                 "recipe": {"name": recipe.name, "sha256": recipe.sha256}, "seed": recipe.seed,
                 "base_model": recipe.model, "stages": records, "training_processes": num_processes(),
                 "training_mixed_precision": mixed_precision()}
+    if not is_lm(recipe):  # pipelines and the model card truncate where the model was trained and evaluated
+        state.tokenizer.model_max_length = recipe.task.max_length
     with atomic_output(prepared.output, overwrite, prepared.inputs) as tmp:
         save(state, tmp, manifest)
         saved, diff = verify_reload(state, tmp, sample)  # below, the model as saved is measured, not the one in memory

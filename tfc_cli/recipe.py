@@ -25,6 +25,14 @@ MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
+class LmEvalConfig:
+    tasks: list = param([], help="lm-evaluation-harness task names (its own, or defined in include_path's YAML files)")
+    include_path: list = param([], help="folders of local task YAML files (how a run works offline)")
+    num_fewshot: int = param(0, help="examples shown before each question", min=0)
+    limit: Optional[int] = param(None, help="score at most this many examples per task", min=1)
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     type: Literal["text-classification", "causal-lm"] = param(
         help="text-classification (accuracy) or causal-lm (perplexity, generation speed)")
@@ -41,6 +49,10 @@ class TaskConfig:
     max_train_samples: Optional[int] = param(None, help="use at most this many training examples", min=1)
     max_eval_samples: Optional[int] = param(None, help="evaluate on at most this many examples", min=1)
     eval_split: Optional[str] = param(None, help="split the report's metric is measured on (default: test, else validation)")
+    eval: Literal["perplexity", "lm-eval"] = param(
+        "perplexity", help="causal-lm: also score both models with EleutherAI's lm-evaluation-harness (task.lm_eval); "
+        "perplexity is always measured")
+    lm_eval: LmEvalConfig = param(LmEvalConfig(), help="causal-lm with eval: lm-eval: the harness's tasks and options")
 
 
 @dataclass(frozen=True)
@@ -51,12 +63,17 @@ class GatesConfig:
     max_size_ratio: Optional[float] = param(None, help="largest allowed weights-on-disk ratio vs the baseline", min=0, min_exclusive=True)
     max_perplexity_increase: Optional[float] = param(
         None, help="causal-lm: largest allowed relative perplexity increase vs the baseline (0.1 = +10%)", min=0)
+    max_lm_eval_drop: Optional[float] = param(
+        None, help="causal-lm with eval: lm-eval: largest allowed drop of any higher-is-better harness metric (acc, "
+        "exact_match, ...) vs the baseline, absolute (0.01 = 1 point)", min=0)
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     batch_size: int = param(1, help="examples per timed call", min=1)
-    seq_len: int = param(64, help="tokens per example (inputs padded to this length)", min=1, max=8192)
+    seq_len: Optional[int] = param(None, help="tokens per example, inputs padded to this length (default: task.max_length, "
+                                   "the length the model is evaluated at); causal-lm: the prompt (default: 64)",
+                                   min=1, max=8192)
     threads: Optional[int] = param(None, help="intra-op threads for every runtime (default: physical cores)", min=1)
     warmup: int = param(10, help="untimed calls before timing", min=0)
     repeats: int = param(50, help="timed calls per model (causal-lm: timed generations)", min=3)
@@ -216,9 +233,36 @@ def _task_gate_problems(top: _Top, data) -> list[Problem]:
     if task == "causal-lm" and top.task.max_length < 2:
         problems.append(Problem(task_map.line_of("max_length"), "max_length is the perplexity window: at least 2 tokens "
                                 "(one to predict from, one predicted)"))
+    problems += _lm_eval_problems(top, task_map, gates)
     if task == "causal-lm" and top.task.stride is not None and top.task.stride > top.task.max_length:
         problems.append(Problem(task_map.line_of("stride"), f"stride ({top.task.stride}) cannot exceed max_length "
                                 f"({top.task.max_length}), the perplexity window"))
+    return problems
+
+
+def _lm_eval_problems(top: _Top, task_map, gates) -> list[Problem]:
+    """task.eval: lm-eval needs a causal LM, tasks and the harness installed; its options and gate need it."""
+    wanted, options = top.task.eval == "lm-eval", top.task.lm_eval != LmEvalConfig()
+    line = task_map.line_of("eval")
+    if not wanted:
+        found = [(task_map.line_of("lm_eval"), "task.lm_eval")] if options else []
+        found += [(gates.line_of("max_lm_eval_drop"), "gate 'max_lm_eval_drop'")] if top.gates.max_lm_eval_drop is not None else []
+        return [Problem(at, f"{what} needs task.eval: lm-eval") for at, what in found]
+    if top.task.type != "causal-lm":
+        return [Problem(line, "eval: lm-eval scores causal LMs; a classifier is measured by accuracy")]
+    problems = []
+    if not top.task.lm_eval.tasks:
+        problems.append(Problem(task_map.line_of("lm_eval") or line, "eval: lm-eval needs task.lm_eval.tasks (names of "
+                                "harness tasks, or of tasks defined in task.lm_eval.include_path)"))
+    if any(not isinstance(t, str) for t in top.task.lm_eval.tasks + top.task.lm_eval.include_path):
+        problems.append(Problem(task_map.line_of("lm_eval"), "task.lm_eval.tasks and include_path are lists of strings"))
+    missing = [p for p in top.task.lm_eval.include_path if isinstance(p, str) and not Path(p).expanduser().exists()]
+    if missing:
+        problems.append(Problem(task_map.line_of("lm_eval"), f"task.lm_eval.include_path: no such folder {missing[0]}"))
+    from .lm.harness import HELP, available
+
+    if not available():
+        problems.append(Problem(line, f"eval: lm-eval needs lm-evaluation-harness, which is not installed: {HELP}"))
     return problems
 
 
@@ -235,6 +279,17 @@ def parse_recipe(path: str | Path) -> Recipe:
         raise RecipeError(str(path), [Problem(line, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
                                       "save the recipe as UTF-8")]) from None
     return parse_recipe_text(text, path)
+
+
+LM_PROMPT_TOKENS = 64  # the default prompt a causal LM's generation is timed after
+
+
+def _resolved_bench(top: _Top) -> BenchConfig:
+    """Latency measured on inputs as long as the ones evaluated (a user's real inputs), unless the recipe says."""
+    if top.bench.seq_len is not None:
+        return top.bench
+    length = LM_PROMPT_TOKENS if top.task.type == "causal-lm" else top.task.max_length
+    return dataclasses.replace(top.bench, seq_len=length)
 
 
 def parse_recipe_text(text: str, path: Path) -> Recipe:
@@ -262,16 +317,16 @@ def parse_recipe_text(text: str, path: Path) -> Recipe:
     name = top.name or path.stem
     return Recipe(
         path=path, name=name, seed=top.seed, model=top.model, task=top.task, stages=tuple(stages),
-        gates=top.gates, bench=top.bench, output=Path(top.output or f"runs/{name}").expanduser(),
+        gates=top.gates, bench=_resolved_bench(top), output=Path(top.output or f"runs/{name}").expanduser(),
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         policy=LoadPolicy(top.allow_pickle_weights, top.trust_remote_code, top.revision),
         lines={k: data.line_of(k) for k in data},
     )
 
 
-def data_problems(recipe: Recipe) -> list[Problem]:
-    """What can be known about local data without reading it: files exist, the splits the stages need are there,
-    csv/tsv/jsonl files name the columns the task reads."""
+def data_problems(recipe: Recipe, info: Any = None) -> list[Problem]:
+    """What can be known about local data without loading it: files exist, the splits the stages need are there,
+    csv/tsv/jsonl files name the columns the task reads, and (given the model's `info`) hold labels it can learn."""
     task, line = recipe.task, recipe.lines.get("task")
     dataset = task.dataset
     if isinstance(dataset, str) and (dataset.startswith("demo:") or not looks_like_local(dataset)):
@@ -285,7 +340,8 @@ def data_problems(recipe: Recipe) -> list[Problem]:
              else _folder_files(Path(dataset).expanduser()))
     if files is None:
         return [Problem(line, f"dataset {dataset}: no such file or folder")]
-    problems = [Problem(line, f"dataset file for split '{s}' not found: {f}") for s, f in files.items() if not f.is_file()]
+    # a split is a file, or a folder of a save_to_disk dataset
+    problems = [Problem(line, f"dataset file for split '{s}' not found: {f}") for s, f in files.items() if not f.exists()]
     if task.type == "causal-lm" or problems:
         return problems
     needs = [s.type for s in recipe.stages if s.stage.needs_train()]
@@ -301,6 +357,11 @@ def data_problems(recipe: Recipe) -> list[Problem]:
         if missing:
             problems.append(Problem(line, f"dataset file {f} (split '{split}') has no column "
                                     f"{', '.join(repr(c) for c in missing)} (columns: {', '.join(columns)})"))
+    if info is not None and not problems:
+        from .label_checks import label_problems
+
+        problems += [Problem(line, message) for message in
+                     label_problems(files, task.label, info.label_names, needs_train=bool(needs))]
     return problems
 
 
@@ -328,7 +389,7 @@ def stage_problems(recipe: Recipe, info: Any) -> None:
             problems.append(Problem(spec.line, _task_mismatch(spec, task)))
             continue
         problems += [Problem(spec.line, f"stage '{spec.type}': {msg}") for msg in spec.stage.validate(info, task)]
-    problems += _position_problems(recipe, info) + data_problems(recipe)
+    problems += _position_problems(recipe, info) + data_problems(recipe, info)
     if task == "causal-lm":
         if not info.is_causal_lm:
             problems.append(Problem(recipe.lines.get("model"), f"model '{recipe.model}' is not a causal LM "

@@ -25,6 +25,11 @@ def comparison(baseline: dict, compressed: dict) -> dict:
     sizes = {"size_ratio": c["size"]["bytes_on_disk"] / b["size"]["bytes_on_disk"],
              "params_ratio": c["size"]["params"] / b["size"]["params"]}
     if b["metrics"]["metric"] == "perplexity":
+        if "lm_eval" in b:
+            from .lm.harness import worst_drop
+
+            worst = worst_drop(b["lm_eval"], c["lm_eval"])
+            sizes["lm_eval_worst_drop"] = {"metric": worst[0], "drop": worst[1]} if worst else None
         return {"metric_delta": c["metrics"]["perplexity"] - b["metrics"]["perplexity"],
                 "perplexity_ratio": c["metrics"]["perplexity"] / b["metrics"]["perplexity"],
                 "speedup": c["latency"]["decode"]["tokens_per_s"] / b["latency"]["decode"]["tokens_per_s"],
@@ -100,7 +105,21 @@ def _lm_rows(report: dict) -> list[tuple[str, str, str, str]]:
         ("decode", dec(b), dec(c), speed_with_interval(cmp_["speedup"], cmp_.get("speedup_interval"))),
         ("decode ms/token p95", f"{b['latency']['decode']['ms_per_token_p95']:.2f}",
          f"{c['latency']['decode']['ms_per_token_p95']:.2f}", ""),
+        *_lm_eval_rows(b, c),
     ]
+
+
+def _lm_eval_rows(b: dict, c: dict) -> list[tuple[str, str, str, str]]:
+    """One row per lm-evaluation-harness metric, when the task asked for them."""
+    rows_ = []
+    for name, entry in b.get("lm_eval", {}).items():
+        if name not in c.get("lm_eval", {}):
+            continue
+        base, comp = entry["value"], c["lm_eval"][name]["value"]
+        bounded = entry["higher_is_better"] is not None and 0 <= base <= 1 and 0 <= comp <= 1
+        change = f"{(comp - base) * 100:+.2f} pt" if bounded else f"{comp - base:+.4g}"
+        rows_.append((f"lm-eval {name}", f"{base:.4f}", f"{comp:.4f}", change))
+    return rows_
 
 
 def rows(report: dict) -> list[tuple[str, str, str, str]]:
@@ -144,7 +163,7 @@ def protocol_line(report: dict) -> str:
 def table(report: dict) -> Table:
     t = Table(title=Text(f"tfc report: {report['recipe']['name']}"))
     for col in ("", "baseline", "compressed", "change"):
-        t.add_column(col, justify="left" if not col else "right")
+        t.add_column(col, justify="left" if not col else "right", overflow="fold")  # wrapped, never cut to "..."
     for row in rows(report):
         t.add_row(*(Text(cell) for cell in row))
     t.caption = Text(protocol_line(report) + (f"; {report['task']['held_out']}" if report["task"].get("held_out") else ""))

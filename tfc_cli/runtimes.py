@@ -50,7 +50,7 @@ def _int8_layers(model) -> bool:
     """tfc's torch INT8 layers (torch._int_mm): no ONNX export, nothing to gain from compiling."""
     from .quant.torch_int8 import Int8DynamicLinear, Int8Embedding
 
-    return model is not None and any(isinstance(m, (Int8DynamicLinear, Int8Embedding)) for m in model.modules())
+    return model is not None and hasattr(model, "modules") and any(isinstance(m, (Int8DynamicLinear, Int8Embedding)) for m in model.modules())
 
 
 class Runtime:
@@ -94,7 +94,7 @@ class OnnxRuntime(Runtime):
     name = "onnxruntime"
 
     def refuses(self, model, graphs):
-        return "tfc's torch INT8 layers have no ONNX export" if _int8_layers(model.model) else None
+        return "tfc's torch INT8 layers have no ONNX export" if model.onnx is None and _int8_layers(model.model) else None
 
     def runner(self, model, graphs, threads=None):
         onnx = model.onnx if model.onnx is not None else graphs.export(model.model, model.tokenizer)  # fp32, on demand

@@ -76,7 +76,7 @@ def teacher_model(spec: str | None, state, stage: str):
     from .checkpoint import open_model
 
     ckpt = open_model(spec)
-    if ckpt.model is None:
+    if ckpt.onnx is not None:
         raise TfcError(f"stage '{stage}': teacher {spec} is an ONNX model; a torch teacher is needed")
     if ckpt.tokenizer.get_vocab() != state.tokenizer.get_vocab():
         raise TfcError(f"stage '{stage}': teacher {spec} has another tokenizer than the model: the teacher must read "

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.table import Column, Table
 from rich.text import Text
 
 from .gates import describe
 from .gates import status_of as gate_status
+from .report import speed
 
 
 @dataclass
@@ -19,6 +20,8 @@ class RunSummary:
     message: str = ""
     wall_s: float = 0.0
     reused: bool = False
+    log: str = ""  # the run's output, as ci captured it
+    tail: list[str] = field(default_factory=list)  # its last lines, for a crash
 
     @property
     def gates(self) -> list[dict]:
@@ -56,16 +59,41 @@ def cells(run: RunSummary) -> list[str]:
 
 def _speedup_cell(cmp_: dict) -> str:
     interval = cmp_.get("speedup_interval")
-    return f"{cmp_['speedup']:.2f}x" + (f" ({interval['low']:.2f}-{interval['high']:.2f})" if interval else "")
+    return speed(cmp_["speedup"]) + (f" (95%: {interval['low']:.2f}-{interval['high']:.2f}x)" if interval else "")
+
+
+def run_json(run: RunSummary) -> dict:
+    """A run as `--json` prints it: the summary's facts, numbers unformatted, and where its files are."""
+    entry = {"name": run.name, "status": run.status, "message": run.message, "wall_s": run.wall_s, "reused": run.reused,
+             "log": run.log or None}
+    r = run.report
+    if r is None:
+        return entry | {"tail": run.tail}
+    return entry | {"output": r["output"], "stages": [s["type"] for s in r["stages"]], "metric": r["task"]["metric"],
+                    "baseline": r["models"]["baseline"]["metrics"][r["task"]["metric"]],
+                    "compressed": r["models"]["compressed"]["metrics"][r["task"]["metric"]],
+                    "comparison": r["comparison"], "gates": r["gates"], "warnings": r.get("warnings", [])}
 
 
 HEADERS = ["recipe", "stages", "metric baseline -> compressed", "size ratio", "speedup", "gates", "status", "wall time"]
 
 
-def table(runs: list[RunSummary], title: str) -> Table:
-    t = Table(*[Column(h, no_wrap=h in ("recipe", "status")) for h in HEADERS], title=Text(title))
-    for run in runs:
-        t.add_row(*(Text(cell) for cell in cells(run)))  # names and messages are the user's: never markup
+def table(runs: list[RunSummary], title: str, width: int | None = None):
+    """One row per run; where that would not fit in `width` columns (a log is 80 wide), one block per run, field by
+    field, so that no name or number is cut or broken."""
+    rows = [cells(run) for run in runs]
+    natural = sum(max(len(h), *(len(r[i]) for r in rows)) + 3 for i, h in enumerate(HEADERS)) + 1 if rows else 0
+    if width is not None and natural > width:
+        t = Table(Column("", no_wrap=True), Column("", overflow="fold"), title=Text(title), show_header=False)
+        for n, row in enumerate(rows):
+            if n:
+                t.add_section()
+            for header, cell in zip(HEADERS, row):
+                t.add_row(Text(header), Text(cell))
+        return t
+    t = Table(*[Column(h, overflow="fold") for h in HEADERS], title=Text(title))
+    for row in rows:
+        t.add_row(*(Text(cell) for cell in row))  # names and messages are the user's: never markup
     return t
 
 

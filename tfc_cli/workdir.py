@@ -111,5 +111,5 @@ def load_stage(work: Path, index: int, kind: str):
     except TfcError as err:
         raise TfcError(f"cannot resume from {folder}: {err}") from None
     onnx = Path(ckpt.onnx).read_bytes() if ckpt.onnx else None
-    return ModelState(model=ckpt.model, tokenizer=ckpt.tokenizer, config=ckpt.config, onnx=onnx,
+    return ModelState(model=None if onnx else ckpt.model, tokenizer=ckpt.tokenizer, config=ckpt.config, onnx=onnx,
                       transforms=transforms_of(ckpt.manifest))

@@ -11,7 +11,7 @@ from ..signals import terminate_as_interrupt
 from .common import options
 
 app = typer.Typer(name="tfc", help="Compress transformer models from a YAML recipe, and measure what it did.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 
 def _version(value: bool):
@@ -35,6 +35,7 @@ app.command("compress")(compress.compress)
 app.command("validate")(plan.validate)
 app.command("plan")(plan.plan)
 app.command("stages")(stages.stages)
+app.command("schema")(stages.schema)
 app.command("eval")(eval.eval_command)
 app.command("bench")(bench.bench)
 app.command("ci")(ci.ci)

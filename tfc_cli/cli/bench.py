@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from ..bench import (Protocol, bench_inputs, disturbance, environment, peak_rss_mb, ratio_interval, time_interleaved,
                      weights_size)
@@ -70,7 +71,7 @@ def _bench_lm(runners: dict, rows: dict, prompt, protocol, decode_tokens: int, b
     if as_json:
         out.print_json(json.dumps(result))
         return
-    t = Table("", "runtime", "prefill p50 ms", "decode tokens/s", "ms/token p95", "weights", "RSS on load",
+    t = Table(*_columns("", "runtime", "prefill p50 ms", "decode tokens/s", "ms/token p95", "weights", "RSS on load"),
               caption=f"prompt {protocol.seq_len} tokens + {decode_tokens} greedy tokens with KV cache, batch 1, "
               f"{protocol.threads} threads, {protocol.repeats} timed generations, interleaved")
     for key, r in rows.items():
@@ -84,6 +85,23 @@ def _bench_lm(runners: dict, rows: dict, prompt, protocol, decode_tokens: int, b
         out.print(f"fastest decode: [bold]{escape(result['fastest'])}[/] ({tps[result['fastest']]:.1f} tokens/s)")
 
 
+def _columns(*headers: str) -> list[Column]:
+    return [Column(h, overflow="fold") for h in headers]  # at 80 columns (a CI log) cells wrap, never cut to "..."
+
+
+def default_seq_len(ckpt) -> tuple[int, str]:
+    """The input length a model is timed at when none is given, and why: a tfc output's evaluated length (its
+    tokenizer's model_max_length, which tfc writes), else the length tfc evaluates classifiers at by default."""
+    from ..recipe import LM_PROMPT_TOKENS, TaskConfig
+
+    if is_causal_lm(ckpt.config):
+        return LM_PROMPT_TOKENS, "the default prompt"
+    length = getattr(ckpt.tokenizer, "model_max_length", None)
+    if ckpt.manifest.get("task") and isinstance(length, int) and 0 < length <= 8192:
+        return length, "the length the model was evaluated at"
+    return TaskConfig.__dataclass_fields__["max_length"].default, "tfc's default task.max_length"
+
+
 @handle_errors
 def bench(
     model: str = typer.Argument(..., help="a tfc checkpoint, an HF folder, a hub id or demo:NAME"),
@@ -91,7 +109,8 @@ def bench(
     runtime: str = typer.Option("native", "--runtime", help="native (the checkpoint's own) | torch | torch-compile | "
                                 "onnxruntime | all; a torch model is compiled or exported to ONNX on demand"),
     batch_size: int = typer.Option(1, "--batch-size", min=1),
-    seq_len: int = typer.Option(64, "--seq-len", min=1),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="tokens per input (default: the length a tfc "
+                                          "output was evaluated at, else 128; causal LM: a 64-token prompt)"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="default: physical cores"),
     warmup: int = typer.Option(10, "--warmup", min=0),
     repeats: int = typer.Option(50, "--repeats", min=3, help="timed calls (causal LM: timed generations) per model"),
@@ -105,7 +124,7 @@ def bench(
     if runtime not in RUNTIME_CHOICES:
         raise UsageError(f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, got '{runtime}'")
     set_quiet(quiet or as_json)
-    protocol = Protocol(batch_size, seq_len, threads, warmup, repeats).resolved()
+    protocol = Protocol(batch_size, seq_len or 0, threads, warmup, repeats).resolved()
     specs = {"model": model} | ({"baseline": baseline} if baseline else {})
     runners, rows, kinds, vocabularies = {}, {}, set(), []
     for name, spec in specs.items():
@@ -113,6 +132,10 @@ def bench(
         ckpt = open_model(spec, require_head=False, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
         load_rss = _rss_mb() - before
         size = weights_size(ckpt.weights_path) if ckpt.weights_path.is_file() else None
+        if seq_len is None:  # from the timed model, not the baseline
+            seq_len, seq_source = default_seq_len(ckpt)
+            protocol = dataclasses.replace(protocol, seq_len=seq_len)
+            progress.info(f"sequence length {seq_len} ({seq_source}; --seq-len to choose)")
         kinds.add(is_causal_lm(ckpt.config))
         if len(kinds) > 1:
             raise UsageError("--baseline must be the same kind of model (both causal LMs, or both classifiers)")
@@ -155,8 +178,8 @@ def bench(
     if as_json:
         out.print_json(json.dumps(result))
         return
-    t = Table("", "runtime", "p50 ms", "p95 ms", "throughput/s", "weights", "stored values", "RSS on load",
-              caption=f"batch {batch_size}, seq {seq_len}, {protocol.threads} threads, {warmup} warm-up + {repeats} timed, interleaved")
+    t = Table(*_columns("", "runtime", "p50 ms", "p95 ms", "throughput/s", "weights", "stored values", "RSS on load"),
+              caption=f"batch {batch_size}, seq {protocol.seq_len}, {protocol.threads} threads, {warmup} warm-up + {repeats} timed, interleaved")
     for key, r in rows.items():
         t.add_row(_name_cell(key, r, runtime), r["runtime"], f"{r['latency']['p50_ms']:.2f}", f"{r['latency']['p95_ms']:.2f}",
                   f"{r['latency']['throughput_per_s']:.1f}", _size_cell(r),

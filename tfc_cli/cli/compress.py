@@ -26,10 +26,14 @@ def compress(
 ):
     """Run a recipe: load, apply its stages, save, verify the reload, evaluate, benchmark, report."""
     set_quiet(quiet or not is_main_process())  # under a multi-process launch the main process speaks for all
-    prepared = prepare(recipe, output, overwrite)
+    # a dry run writes nothing, so a previous result in the output is no reason to refuse it (an input still is)
+    prepared = prepare(recipe, output, overwrite or dry_run)
     if dry_run:
         print_plan(prepared.recipe, prepared.info)
-        out.print(f"dry run: would write {escape(str(prepared.output))}")
+        previous = prepared.output.is_dir() and any(prepared.output.iterdir())
+        out.print(f"dry run: would write {escape(str(prepared.output))}" + (
+            "" if not previous else " (it holds a previous result: the run needs --overwrite)" if not overwrite
+            else " (replacing the previous result)"), soft_wrap=True)
         return
     before = _result_stamp(prepared.output)
     try:
@@ -47,7 +51,7 @@ def compress(
         raise
     out.print(table(report))
     print_warnings(report)
-    out.print(f"wrote {escape(str(prepared.output))} (model, tfc.json, report.json, report.md, report.html)", soft_wrap=True)
+    out.print(f"wrote {escape(str(prepared.output))} (model, tfc.json, README.md model card, report.json, .md, .html)", soft_wrap=True)
     if report["gates"]:
         err.print("all gates passed: " + ", ".join(g["name"] for g in report["gates"]))
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,7 +10,7 @@ from rich.markup import escape
 from ..errors import TfcError
 from ..report_html import runs_html
 from ..report import read_report
-from ..summary import RunSummary, cells, markdown, status_of, table
+from ..summary import RunSummary, cells, markdown, run_json, status_of, table
 from .common import check_writable_files, err, handle_errors, out
 
 app = typer.Typer(help="Views over finished runs.", no_args_is_help=True)
@@ -31,15 +32,19 @@ def compare(
     runs: List[Path] = typer.Argument(..., help="finished run folders (each with report.json)"),
     markdown_file: Optional[Path] = typer.Option(None, "--markdown", help="also write the table as Markdown"),
     html: Optional[Path] = typer.Option(None, "--html", help="write an HTML page with the table and the chart"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of the table"),
 ):
     """The summary table and the accuracy-vs-latency chart over finished runs."""
     check_writable_files(markdown_file, html)
     loaded = [_load_run(r) for r in runs]
     title = "tfc report compare"
-    out.print(table(loaded, title))
+    if as_json:
+        out.print_json(json.dumps([run_json(r) for r in loaded], default=str))
+    else:
+        out.print(table(loaded, title, out.width))
     if markdown_file:
         markdown_file.write_text(markdown(loaded, title))
         err.print(f"wrote {escape(str(markdown_file))}", soft_wrap=True)
     if html:
-        html.write_text(runs_html(loaded, title))
+        html.write_text(runs_html(loaded, title, html.parent))
         err.print(f"wrote {escape(str(html))}", soft_wrap=True)
