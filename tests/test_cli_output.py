@@ -117,7 +117,13 @@ def test_validate_refuses_labels_only_the_test_split_has(make_recipe, tmp_path, 
 
 
 def test_validate_an_unreachable_hub_model_is_an_error_unless_offline_ok(make_recipe, tiny_model, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tfc_cli.cli import plan
+    from tfc_cli.errors import HubUnavailable
+
+    def unreachable(spec, policy):  # what model_info raises for a hub id it cannot fetch (no network here)
+        raise HubUnavailable(f"model '{spec}': the hub cannot be reached")
+
+    monkeypatch.setattr(plan, "model_info", unreachable)
     recipe = make_recipe()
     recipe.write_text(recipe.read_text().replace(f"model: {tiny_model}", "model: some-org/not-cached-here"))
     result = run("validate", recipe)
@@ -177,3 +183,12 @@ def test_summary_table_at_80_columns_cuts_and_breaks_nothing():
     wide = Console(width=200, record=True)
     wide.print(table(runs, "t", wide.width))
     assert wide.export_text().count("wall time") == 1  # one row per run where they fit
+
+
+def test_bars_show_in_jupyter_where_stderr_is_no_terminal(monkeypatch):
+    monkeypatch.setattr(progress.console, "is_jupyter", True)  # as rich detects a notebook
+    progress.set_quiet(False)
+    assert progress.enabled()
+    progress.set_quiet(True)
+    assert not progress.enabled()
+    progress.set_quiet(False)

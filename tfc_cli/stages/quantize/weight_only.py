@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ...onnx_export import export_decoder_onnx
-from ...quant.weight_only import weight_only_quantize
 from ...schema import param
 from ...transforms import transform
 from ..base import StageContext, StageResult
@@ -55,6 +53,10 @@ class WeightOnly(QuantizeMethod):
 
     def apply(self, state, ctx: StageContext) -> StageResult:
         c = self.config
+        # imported here: onnx (through ml_dtypes 0.7) adds 1.5 s to every tfc start, validate included
+        from ...onnx_export import export_decoder_onnx
+        from ...quant.weight_only import weight_only_quantize
+
         state.onnx, record = weight_only_quantize(export_decoder_onnx(state.model, state.tokenizer), c.bits, c.group_size,
                                                   c.algorithm, integer_compute=c.compute == "int8")
         state.model = None  # the ONNX graph is now the model
