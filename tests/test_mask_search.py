@@ -181,6 +181,7 @@ def _compress(make_recipe, stage: str) -> dict:
     return json.loads((out / "report.json").read_text())["stages"][1]["summary"]
 
 
+@pytest.mark.slow  # about a minute of latency tables; the search itself runs in the contract rows by default
 def test_mask_search_to_a_speedup_stays_within_its_measured_budget(make_recipe):
     summary = _compress(make_recipe, "{type: prune, method: mask-search, target_speedup: 1.1, calibration_samples: 16, "
                                      "remove_sublayers: true}")  # a tiny model is mostly fixed cost

@@ -27,7 +27,7 @@ def evaluate_gates(gates, comparison: dict) -> list[dict]:
         ("min_speedup", gates.min_speedup, comparison["speedup"], comparison.get("speedup_interval")),
         ("max_size_ratio", gates.max_size_ratio, comparison["size_ratio"], None),
         # no higher-is-better harness metric to judge is a failure (nan), never a pass by default
-        ("max_lm_eval_drop", getattr(gates, "max_lm_eval_drop", None),
+        ("max_lm_eval_drop", gates.max_lm_eval_drop,
          (comparison.get("lm_eval_worst_drop") or {}).get("drop", float("nan")), None),
     ]
     out = []
