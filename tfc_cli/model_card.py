@@ -110,7 +110,7 @@ def model_card(report: dict, folder: Path) -> str:
              f"`{report['models']['baseline']['source']}`" + (f" ({about})" if about else "")
              + f", compressed by tfc {report['tfc_version']} with the recipe `{name}` (sha256 "
              f"{report['recipe']['sha256'][:12]}, seed {report['seed']}); task {report['task']['type']} on "
-             f"{report['task']['dataset']}. The baseline below is {report['baseline_definition']}.", "",
+             f"{report['task']['dataset']}. Baseline: {report['baseline_definition']}.", "",
              "## What was done", ""]
     lines += [_stage_line(i, s) for i, s in enumerate(report["stages"], 1)]
     lines += ["", "## Measured", "", "Baseline and compressed model measured in the same run, on the same data; "
