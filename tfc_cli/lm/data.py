@@ -50,10 +50,16 @@ def load_text_data(task, need_train: bool = False) -> TextData:
             raise TfcError(f"the texts have no '{split or 'test'}' split (they have: {', '.join(texts)})")
         if need_train and "train" not in texts:
             raise TfcError(f"a stage trains, but the texts have no 'train' split (they have: {', '.join(texts)})")
-        validation = texts.get("validation")
-        if need_train and validation is None:
+        if not need_train:
+            return TextData(texts[split], str(dataset), split)
+        if split == "train":
+            raise TfcError("a stage trains or calibrates on the 'train' text: evaluate on another split")
+        validation, note = texts.get("validation"), "'validation'"
+        if validation is None or split == "validation":
             texts["train"], validation = _cut(texts["train"], 1 - VALIDATION_SHARE)
-        return TextData(texts[split], str(dataset), split, texts.get("train"), validation)
+            note = f"the last {VALIDATION_SHARE:.0%} of train's lines"
+        return TextData(texts[split], str(dataset), split, texts["train"], validation,
+                        held_out=f"stages trained and calibrated on 'train', selected on {note}")
     if is_text_source(dataset):
         text = _read_source(dataset)
         if not need_train:
@@ -62,12 +68,9 @@ def load_text_data(task, need_train: bool = False) -> TextData:
         validation, test = _cut(rest, VALIDATION_SHARE / (1 - TRAIN_SHARE))
         return TextData(test, dataset, "test", train, validation,
                         held_out=f"test: the last {1 - TRAIN_SHARE - VALIDATION_SHARE:.0%} of {dataset}'s lines, "
-                                 f"validation the {VALIDATION_SHARE:.0%} before; stages trained on the first "
+                                 f"validation the {VALIDATION_SHARE:.0%} before; stages trained and calibrated on the first "
                                  f"{TRAIN_SHARE:.0%}")
-    if need_train:
-        raise TfcError("causal-lm stages that train read texts: give dataset as demo:NAME, a .txt file, or "
-                       "{train: a.txt, test: b.txt}")
-    return _from_dataset(task)
+    return _from_dataset(task, need_train)
 
 
 def _cut(text: str, share: float) -> tuple[str, str]:
@@ -85,18 +88,37 @@ def _read(path: Path) -> str:
     return text
 
 
-def _from_dataset(task) -> TextData:
-    """The `text` column of the evaluation split (test, else validation), rows joined by blank lines."""
+def _from_dataset(task, need_train: bool) -> TextData:
+    """The `text` column of the evaluation split (test, else validation), rows joined by blank lines; a stage that
+    trains or calibrates reads the train split (and validation, unless that is the one evaluated on: then a tenth
+    of train)."""
     from ..data import _load_raw
 
     raw, source = _load_raw(task.dataset)
     split = task.eval_split or next((s for s in ("test", "validation", "train") if s in raw), None)
     if split not in raw:
         raise TfcError(f"dataset {source} has no '{split}' split (it has: {', '.join(raw)})")
+    text = _column_text(raw, split, task.text, source)
+    if not need_train:
+        return TextData(text, source, split)
+    if split == "train" or "train" not in raw:
+        raise TfcError(f"dataset {source}: a stage trains or calibrates, so it needs a 'train' split apart from the "
+                       f"'{split}' split it is evaluated on (it has: {', '.join(raw)})")
+    train = _column_text(raw, "train", task.text, source)
+    if "validation" in raw and split != "validation":
+        validation, note = _column_text(raw, "validation", task.text, source), "validation"
+    else:
+        train, validation = _cut(train, 1 - VALIDATION_SHARE)
+        note = f"the last {VALIDATION_SHARE:.0%} of train's text"
+    return TextData(text, source, split, train, validation,
+                    held_out=f"stages trained and calibrated on 'train', selected on {note}")
+
+
+def _column_text(raw, split: str, column: str, source: str) -> str:
     ds = raw[split]
-    if task.text not in ds.column_names:
-        raise TfcError(f"dataset {source}: no column '{task.text}' (columns: {', '.join(ds.column_names)})")
-    text = "\n\n".join(t for t in ds[task.text] if t)
+    if column not in ds.column_names:
+        raise TfcError(f"dataset {source}: no column '{column}' (columns: {', '.join(ds.column_names)})")
+    text = "\n\n".join(t for t in ds[column] if t)
     if not text.strip():
-        raise TfcError(f"dataset {source}, split '{split}': the '{task.text}' column is empty")
-    return TextData(text, source, split)
+        raise TfcError(f"dataset {source}, split '{split}': the '{column}' column is empty")
+    return text

@@ -11,6 +11,9 @@ one 576x1536 SmolLM2 matmul, medians): fp32 55 us; MatMulNBits int4 32 us and in
   grid (integer kernels; fastest). `algorithm: hqq` (int4) fits a scale and a float zero point per group by
   half-quadratic optimisation (HQQ): more accurate, but ORT runs float zero points in a slow kernel (measured on
   SmolLM2-135M, Hamlet: perplexity +8.6% vs +38% for RTN, decode 6.5x slower than fp32 vs 2.1x faster).
+  `algorithm: gptq | awq` round the attention and FFN Linears in torch on calibration text (quant/calibrated.py) to
+  codes with integer zero points, the fast kernel's layout; they go into the graph as computed (quant/nbits_graph.py).
+  The LM head too, untied from the embeddings, whose table is rounded to nearest as for rtn.
 - Token embeddings (Gather): int4 in groups (GatherBlockQuantized) for bits 4. ORT's quantizer does Gather at 4 bits
   only, so for bits 8 tfc stores the table int8 with one scale per row and dequantizes the gathered rows.
 - A tied LM head reads the embedding transposed (a Transpose, or after ORT's fusions a FusedMatMul with transB);
@@ -23,6 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..quiet import library_noise_silenced
+from .nbits_graph import apply_codes
 
 
 def _attrs(node) -> dict:
@@ -125,8 +129,9 @@ def _configs(bits: int, group_size: int, algorithm: str, integer_compute: bool) 
 
 
 def weight_only_quantize(onnx_model: bytes, bits: int, group_size: int, algorithm: str = "rtn",
-                         integer_compute: bool = True) -> tuple[bytes, dict]:
-    """The quantized graph (bytes) and a record of what was done."""
+                         integer_compute: bool = True, codes: list | None = None) -> tuple[bytes, dict]:
+    """The quantized graph (bytes) and a record of what was done. `codes`: the Linears' codes from GPTQ or AWQ
+    (quant/calibrated.py), put in as they are; the weights they do not cover are rounded to nearest."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     if algorithm == "hqq" and bits != 4:
@@ -134,6 +139,7 @@ def weight_only_quantize(onnx_model: bytes, bits: int, group_size: int, algorith
     result = onnx.load_from_string(onnx_model)
     folded = fold_weight_transposes(result)
     embeddings = int8_embeddings(result) if bits == 8 else []
+    calibrated = apply_codes(result, codes, 4 if integer_compute else None) if codes else 0
     for config in _configs(bits, group_size, algorithm, integer_compute):
         with library_noise_silenced():
             quantizer = MatMulNBitsQuantizer(result, algo_config=config)
@@ -141,7 +147,8 @@ def weight_only_quantize(onnx_model: bytes, bits: int, group_size: int, algorith
         result = quantizer.model.model
     drop_unused_initializers(result)
     ops_after = [n.op_type for n in result.graph.node]
-    record = {"algorithm": algorithm, "linear": ops_after.count("MatMulNBits"), "float_matmuls_left": ops_after.count("MatMul"),
+    record = {"algorithm": algorithm, "linear": ops_after.count("MatMulNBits"),
+              **({"linear_from_calibrated_codes": calibrated} if codes else {}), "float_matmuls_left": ops_after.count("MatMul"),
               "embeddings": "int4 groups" if "GatherBlockQuantized" in ops_after else
               ("int8 per row" if embeddings else "fp32"), "folded_transposes": folded}
     return result.SerializeToString(), record

@@ -1,7 +1,9 @@
 """`method: weight-only` (onnxruntime, causal LMs): `bits` 4 or 8 in groups of `group_size`, activations float; the
-decoder is exported with its KV cache and its weights quantized (quant/weight_only.py)."""
+decoder is exported with its KV cache and its weights quantized (quant/weight_only.py). `algorithm: gptq | awq`
+first round the Linears in torch on `calibration_samples` blocks of the training text (quant/calibrated.py)."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,18 +13,26 @@ from ..base import StageContext, StageResult
 from .method import BACKEND_HELP, METHOD_HELP, MethodConfig, QuantizeMethod
 
 
+CALIBRATED = ("gptq", "awq")
+
+
 @dataclass(frozen=True)
 class WeightOnlyConfig(MethodConfig):
     method: Literal["weight-only"] = param("weight-only", help=METHOD_HELP)
     backend: Literal["onnxruntime"] = param("onnxruntime", help=BACKEND_HELP)
     bits: Literal[4, 8] = param(4, help="weight bits")
     group_size: Literal[16, 32, 64, 128, 256] = param(32, help="weights sharing one scale")
-    algorithm: Literal["rtn", "hqq"] = param(
-        "rtn", help="rounding: rtn (nearest level, integer kernels, fastest) or hqq (int4: scale and zero fitted per "
-        "group; more accurate, slower kernels)")
+    algorithm: Literal["rtn", "hqq", "gptq", "awq"] = param(
+        "rtn", help="rounding: rtn (nearest level, no data), gptq (rounding errors compensated column by column on "
+        "calibration text), awq (activation-aware input scaling and clipping on calibration text) - all three run "
+        "integer kernels; hqq (int4: float zero points fitted per group; slower kernels)")
     compute: Literal["int8", "float"] = param(
-        "int8", help="rtn matmul arithmetic: int8 (activations quantized per group at run time; fastest) or float "
-        "(weights dequantized; slower, no activation rounding)")
+        "int8", help="rtn, gptq, awq matmul arithmetic: int8 (activations quantized per group at run time; fastest) "
+        "or float (weights dequantized; slower, no activation rounding)")
+    calibration_samples: int = param(32, help="gptq, awq: blocks of task.max_length tokens of the training text the "
+                                     "Linears' inputs are measured on", min=1)
+    act_order: bool = param(False, help="gptq: round the inputs with the largest activations first (each group's "
+                            "grid fixed before, so the fast kernels still run it)")
 
 
 class WeightOnly(QuantizeMethod):
@@ -40,16 +50,25 @@ class WeightOnly(QuantizeMethod):
             problems.append("algorithm 'hqq' quantizes to 4 bits only (set bits: 4, or algorithm: rtn)")
         return problems
 
+    def needs_train(self) -> bool:
+        return self.config.algorithm in CALIBRATED
+
     def applied_options(self) -> tuple[str, ...]:
+        c = self.config
         names = ("method", "backend", "bits", "group_size", "algorithm")
-        return names + (("compute",) if self.config.algorithm == "rtn" else ())
+        names += ("compute",) if c.algorithm != "hqq" else ()
+        names += ("calibration_samples",) if c.algorithm in CALIBRATED else ()
+        return names + (("act_order",) if c.algorithm == "gptq" else ())
 
     def plan(self, info) -> str:
         c = self.config
-        per_weight = c.bits + 32 / c.group_size * (2 if c.algorithm == "hqq" else 1)  # fp32 scale (+ zero point)
-        return (f"weight-only int{c.bits} ({c.algorithm}) on onnxruntime: export the decoder with its KV cache, then "
-                f"store every Linear weight (LM head included) and the embeddings in int{c.bits}, one scale per "
-                f"{c.group_size} weights: about {per_weight:.2f} bits per weight instead of 32")
+        zero_bits = {"hqq": 32, "gptq": c.bits, "awq": c.bits}.get(c.algorithm, 0)
+        per_weight = c.bits + (32 + zero_bits) / c.group_size  # fp32 scale (+ zero point)
+        calibrated = (f"round the attention, FFN and head Linears by {c.algorithm} on {c.calibration_samples} "
+                      "training blocks, layer by layer, then " if c.algorithm in CALIBRATED else "")
+        return (f"weight-only int{c.bits} ({c.algorithm}) on onnxruntime: {calibrated}export the decoder with its KV "
+                f"cache, then store every Linear weight (LM head included) and the embeddings in int{c.bits}, one "
+                f"scale per {c.group_size} weights: about {per_weight:.2f} bits per weight instead of 32")
 
     def apply(self, state, ctx: StageContext) -> StageResult:
         c = self.config
@@ -57,11 +76,24 @@ class WeightOnly(QuantizeMethod):
         from ...onnx_export import export_decoder_onnx
         from ...quant.weight_only import weight_only_quantize
 
+        codes, calibration = self._calibrated_codes(state, ctx) if c.algorithm in CALIBRATED else (None, {})
         state.onnx, record = weight_only_quantize(export_decoder_onnx(state.model, state.tokenizer), c.bits, c.group_size,
-                                                  c.algorithm, integer_compute=c.compute == "int8")
+                                                  c.algorithm, integer_compute=c.compute == "int8", codes=codes)
+        record |= calibration
         state.model = None  # the ONNX graph is now the model
-        zero = "a float zero point" if c.algorithm == "hqq" else "symmetric"
+        zero = {"hqq": "a float zero point", "rtn": "symmetric"}.get(
+            c.algorithm, "an integer zero point (embeddings: symmetric)")
         changes = {"method": self.method, "backend": "onnxruntime", "bits": c.bits, "group_size": c.group_size,
                    "weights": f"int{c.bits}, one scale per {c.group_size} weights, {zero}", "compute": c.compute,
                    "activations": "float" + (" (int8 per group inside each matmul)" if c.compute == "int8" else "")} | record
         return StageResult(state, summary=record, transforms=[transform("quantize", **changes)])
+
+    def _calibrated_codes(self, state, ctx):
+        from ...quant.calibrated import calibrated_codes
+        from ...tasks import task_of
+
+        c = self.config
+        loader = task_of(ctx.recipe).train_loader(state, ctx, 8, ctx.seed)
+        batches = list(itertools.islice(loader, -(-c.calibration_samples // 8)))
+        codes, record = calibrated_codes(state.model, batches, c.algorithm, c.bits, c.group_size, c.act_order)
+        return codes, record | {"calibration": f"{sum(len(b['input_ids']) for b in batches)} blocks of the training text"}
