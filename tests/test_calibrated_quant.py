@@ -151,7 +151,8 @@ def test_awq_layer_keeps_the_layer_function_before_rounding():
         assert torch.equal(linear.weight.data, codes[name].dequantized())
 
 
-@pytest.mark.parametrize("algorithm", ["gptq", "awq"])
+# awq's recipe path also runs in test_lm_splits.py; its full row is slow (30 s of CPU)
+@pytest.mark.parametrize("algorithm", ["gptq", pytest.param("awq", marks=pytest.mark.slow)])
 def test_calibrated_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, algorithm):  # noqa: F811
     stage = (f"- {{type: quantize, method: weight-only, bits: 4, group_size: 16, algorithm: {algorithm}, "
              f"calibration_samples: 4, compute: float}}")
