@@ -17,7 +17,7 @@ file is then quantized to each `--gguf` type.
   a BOS per chunk), so compare each engine's rows with its own fp32 row first.
 
     python scripts/bench_llamacpp.py [--model demo:smollm2-135m] [--rounds 3] [--threads 2]
-        [--tfc int8-rtn,int4-rtn,int4-hqq,int4-gptq,int4-awq] [--gguf Q8_0,Q4_0,Q4_K_M]
+        [--tfc int8-rtn,int4-rtn,int4-hqq,int4-gptq,int4-awq] [--gguf Q8_0,Q4_0,Q4_K_M] [--work DIR]
 """
 from __future__ import annotations
 
@@ -90,16 +90,19 @@ def gguf_files(source: Path, bins: Path, model: str, folder: Path, types: list[s
     return files
 
 
+# llama.cpp's repacked weight layouts (its AVX-512/AMX paths) segfault in build 11434 on an Intel Xeon with AMX
+# for Q8_0 (llama-bench and llama-perplexity alike; F32 has none): they are switched off, which may cost llama.cpp
+# speed on such CPUs. Say so beside any number from this script.
 def llama_bench(bins: Path, gguf: Path, threads: int, repeats: int) -> dict[str, float]:
     out = json.loads(run([bins / "llama-bench", "-m", gguf, "-t", threads, "-p", PROMPT, "-n", DECODE,
-                          "-r", repeats, "-o", "json"]))
+                          "-r", repeats, "--repack", "0", "-o", "json"]))
     rows = {("prefill" if r["n_prompt"] else "decode"): r for r in out}
     return {kind: statistics.median(r["samples_ts"]) for kind, r in rows.items()}
 
 
 def llama_perplexity(bins: Path, gguf: Path, text: Path, threads: int) -> float:
     out = subprocess.run([str(bins / "llama-perplexity"), "-m", str(gguf), "-f", str(text), "-c", "512", "-b", "512",
-                          "-t", str(threads)], capture_output=True, text=True)
+                          "-t", str(threads), "--no-repack"], capture_output=True, text=True)
     found = re.search(r"Final estimate: PPL = ([\d.]+)", out.stdout + out.stderr)
     if not found:
         raise SystemExit(f"llama-perplexity gave no estimate:\n{(out.stdout + out.stderr)[-2000:]}")
@@ -111,8 +114,9 @@ def tfc_outputs(model: str, variants: list[str], dataset: str, work: Path) -> di
     found = {}
     for variant in variants:
         path = recipe(work, variant, model, dataset, 16384, 3)
-        subprocess.run([sys.executable, "-m", "tfc_cli", "compress", str(path), "--quiet"], check=True, cwd=ROOT)
         folder = work / path.stem
+        if not (folder / "report.json").exists():  # kept from an earlier run with the same --work
+            subprocess.run([sys.executable, "-m", "tfc_cli", "compress", str(path), "--quiet"], check=True, cwd=ROOT)
         found[variant] = {"folder": folder, "report": json.loads((folder / "report.json").read_text())}
     return found
 
@@ -153,13 +157,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tfc", default="int8-rtn,int4-rtn,int4-hqq,int4-gptq,int4-awq")
     parser.add_argument("--gguf", default="Q8_0,Q4_0,Q4_K_M")
+    parser.add_argument("--work", help="keep the GGUFs and tfc outputs here, and reuse them in a later run "
+                        "(default: a temporary folder)")
     args = parser.parse_args()
     from tfc_cli.model_info import resolve_model
 
     source, bins = build()
     model_folder = Path(resolve_model(args.model))
     with tempfile.TemporaryDirectory(prefix="tfc-bench-llamacpp-") as tmp:
-        work = Path(tmp)
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         dataset = split_text(work, args.text)
         ggufs = gguf_files(source, bins, args.model, model_folder, args.gguf.split(","), work)
         outputs = tfc_outputs(args.model, args.tfc.split(","), dataset, work)
