@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from tfc_cli.cli.app import app
 from tfc_cli.quant.awq import _fold_into_norm, _search_scale, awq_layer_
 from tfc_cli.quant.gptq import gptq_
-from tfc_cli.quant.group_grid import dequantize, round_to_grid
+from tfc_cli.quant.group_grid import round_to_grid
 from tfc_cli.quant.nbits_graph import apply_codes
 
 from .test_causal_lm import lm_recipe, tiny_llama, tiny_text  # noqa: F401  (fixtures)
