@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_lm import recipe, split_text  # noqa: E402
-from tfc_cli.assets import _installed_location, cache_dir, lookup  # noqa: E402
+from tfc_cli.assets import asset_file, cache_dir, lookup  # noqa: E402
 
 CACHE = cache_dir() / "llama.cpp"
 
@@ -79,7 +79,7 @@ def gguf_files(source: Path, bins: Path, model: str, folder: Path, types: list[s
     f32 = work / "model-f32.gguf"
     asset = lookup(model.removeprefix("demo:")) if model.startswith("demo:") else None
     if asset is not None and asset.gguf:
-        run([bins / "llama-quantize", "--allow-requantize", _installed_location(asset), f32, "F32"])
+        run([bins / "llama-quantize", "--allow-requantize", asset_file(asset), f32, "F32"])
     else:
         env = os.environ | {"PYTHONPATH": str(source / "gguf-py")}
         run([sys.executable, source / "convert_hf_to_gguf.py", folder, "--outtype", "f32", "--outfile", f32], env=env)

