@@ -103,8 +103,8 @@ def test_perplexity_matches_a_direct_computation(tiny_llama):
     assert strided["tokens"] == 39 and strided["perplexity"] != pytest.approx(result["perplexity"], rel=1e-6)
 
 
-@pytest.mark.parametrize("ort_fusions", [False, True])
-def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama, ort_fusions):
+@pytest.mark.parametrize("ort_fusions, shared_kv", [(False, True), (True, True), (True, False)])
+def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama, ort_fusions, shared_kv):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tfc_cli.lm.runners import OrtLmRunner, TorchLmRunner
@@ -117,7 +117,8 @@ def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama, o
         import onnx
 
         assert "GroupQueryAttention" in {n.op_type for n in onnx.load_from_string(graph).graph.node}
-    ort, torch_runner = OrtLmRunner(graph, model.config), TorchLmRunner(model)
+    ort, torch_runner = OrtLmRunner(graph, model.config, shared_kv=shared_kv), TorchLmRunner(model)
+    assert ort.shared_kv == (shared_kv and ort_fusions)  # the rewrite needs GroupQueryAttention
     ids = np.random.RandomState(1).randint(5, 99, size=(1, 20))
     np.testing.assert_allclose(ort({"input_ids": ids}), torch_runner({"input_ids": ids}), atol=1e-4)
     # a prefill of 12 then 8 single-token steps through the cache gives the same last logits as the whole sequence
@@ -126,6 +127,54 @@ def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama, o
         logits, cache = ort.step(int(ids[0, t]), cache)
     np.testing.assert_allclose(logits, torch_runner({"input_ids": ids})[0, -1], atol=1e-4)
     assert greedy_tokens(ort, ids[:, :5], 6) == greedy_tokens(torch_runner, ids[:, :5], 6)
+
+
+def test_shared_kv_buffers_grow_in_place_and_refuse_a_stale_cache(tiny_llama, monkeypatch):
+    """The in-place KV cache keeps its contents when it outgrows its buffers, and a cache that is no longer the
+    latest (its buffers were written past it) is refused rather than read."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tfc_cli.errors import TfcError
+    from tfc_cli.lm.runners import OrtLmRunner, TorchLmRunner
+    from tfc_cli.onnx_export import export_decoder_onnx
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    monkeypatch.setattr(OrtLmRunner, "INITIAL_CAPACITY", 4)
+    ort = OrtLmRunner(export_decoder_onnx(model, AutoTokenizer.from_pretrained(tiny_llama)), model.config)
+    assert ort.shared_kv
+    ids = np.random.RandomState(2).randint(5, 99, size=(1, 30))
+    logits, cache = ort.prefill(ids[:, :3])
+    first = cache
+    for t in range(3, 30):  # 4 -> 8 -> 16 -> 32 positions
+        logits, cache = ort.step(int(ids[0, t]), cache)
+    assert ort._buffers[0].shape[2] == 32
+    np.testing.assert_allclose(logits, TorchLmRunner(model)({"input_ids": ids})[0, -1], atol=1e-4)
+    with pytest.raises(TfcError, match="latest cache"):
+        ort.step(5, first)
+
+
+def test_a_decoder_past_protobufs_2gb_limit_stays_a_proto_and_still_runs(tiny_llama, monkeypatch):
+    """An fp32 0.5B LM's graph cannot be serialized (protobuf's 2 GiB): it stays an onnx.ModelProto, ORT reads it
+    from a temporary file, and weight-only quantization takes it as it is. Here every graph counts as large."""
+    import onnx
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tfc_cli import ort_session
+    from tfc_cli.lm.runners import OrtLmRunner, TorchLmRunner
+    from tfc_cli.onnx_export import export_decoder_onnx
+    from tfc_cli.quant.weight_only import weight_only_quantize
+
+    monkeypatch.setattr(ort_session, "PROTOBUF_LIMIT", (64 << 20) + 1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    graph = export_decoder_onnx(model, tokenizer)
+    assert isinstance(graph, onnx.ModelProto)
+    ids = np.random.RandomState(3).randint(5, 99, size=(1, 12))
+    runner = OrtLmRunner(graph, model.config)
+    np.testing.assert_allclose(runner({"input_ids": ids}), TorchLmRunner(model)({"input_ids": ids}), atol=1e-4)
+    assert ort_session.weight_bytes(graph) > 0  # its weights were read back after the session took them
+    quantized, record = weight_only_quantize(graph, 8, 16)
+    assert isinstance(quantized, bytes) and record["linear"] > 0
 
 
 @pytest.mark.parametrize("bits, algorithm", [(4, "rtn"), (8, "rtn"), (4, "hqq")])

@@ -34,8 +34,10 @@ def export_onnx(model: torch.nn.Module, tokenizer, example_len: int = 16) -> byt
     return program.model_proto.SerializeToString()
 
 
-def export_decoder_onnx(model: torch.nn.Module, tokenizer, ort_fusions: bool = True) -> bytes:
-    """ONNX bytes of a causal LM as one graph with a KV cache (transformers' exporter, torch.export-based).
+def export_decoder_onnx(model: torch.nn.Module, tokenizer, ort_fusions: bool = True):
+    """A causal LM as one ONNX graph with a KV cache (transformers' exporter, torch.export-based): its bytes, or
+    the onnx.ModelProto itself when its weights pass protobuf's 2 GiB limit (fp32 Qwen2.5-0.5B: 2.5 GB), which
+    weight_only_quantize and the ORT runners take as they are.
 
     Inputs input_ids [1, T], position_ids [1, T] and each layer's past keys/values [1, kv_heads, P, head_dim];
     outputs logits [1, T, vocab] and the present keys/values (P + T). With P = 0 the graph is a prefill, so one
@@ -61,4 +63,7 @@ def export_decoder_onnx(model: torch.nn.Module, tokenizer, ort_fusions: bool = T
     except Exception as err:  # the exporter raises many kinds; the user needs the model and the first line
         raise TfcError(f"could not export {type(model).__name__} to ONNX with its KV cache: "
                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-    return onnx_ir.serde.serialize_model(exported.components["model"].program).SerializeToString()
+    from .ort_session import PROTOBUF_LIMIT, weight_bytes
+
+    proto = onnx_ir.serde.serialize_model(exported.components["model"].program)
+    return proto if weight_bytes(proto) >= PROTOBUF_LIMIT - (64 << 20) else proto.SerializeToString()

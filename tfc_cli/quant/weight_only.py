@@ -128,15 +128,16 @@ def _configs(bits: int, group_size: int, algorithm: str, integer_compute: bool) 
     return [rtn(("MatMul", *gather))]
 
 
-def weight_only_quantize(onnx_model: bytes, bits: int, group_size: int, algorithm: str = "rtn",
+def weight_only_quantize(onnx_model, bits: int, group_size: int, algorithm: str = "rtn",
                          integer_compute: bool = True, codes: list | None = None) -> tuple[bytes, dict]:
-    """The quantized graph (bytes) and a record of what was done. `codes`: the Linears' codes from GPTQ or AWQ
+    """The quantized graph (bytes) of `onnx_model` (bytes or an onnx.ModelProto, which is changed) and a record of
+    what was done. `codes`: the Linears' codes from GPTQ or AWQ
     (quant/calibrated.py), put in as they are; the weights they do not cover are rounded to nearest."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     if algorithm == "hqq" and bits != 4:
         raise ValueError("hqq quantizes to 4 bits only")
-    result = onnx.load_from_string(onnx_model)
+    result = onnx.load_from_string(onnx_model) if isinstance(onnx_model, bytes) else onnx_model
     folded = fold_weight_transposes(result)
     embeddings = int8_embeddings(result) if bits == 8 else []
     calibrated = apply_codes(result, codes, 4 if integer_compute else None) if codes else 0
