@@ -1,18 +1,29 @@
 """`method: static-int8` (onnxruntime): activation scales fixed beforehand from `calibration_samples` training
 examples (a seeded sample), QDQ format; no per-call range computation. With `smoothquant: ALPHA`, activation
-outliers are moved into the weights first (quant/smoothquant.py)."""
+outliers are moved into the weights first (quant/smoothquant.py); `smoothquant: auto` quantizes the model with each
+of AUTO_ALPHAS and without SmoothQuant and keeps the one with the best validation accuracy (never test)."""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal, Optional
+import copy
+from typing import Literal, Optional, Union
 
+from ... import progress
 from ...arch import BY_MODEL_TYPE, family_for, known_types
+from ...evaluate import evaluate
+from ...onnx_export import export_onnx
+from ...quant.onnx_int8 import OnnxInt8, has_vnni
 from ...quant.smoothquant import smooth
+from ...runners import OrtRunner
 from ...schema import param
 from ..base import StageContext
 from .int8 import Int8Config, OnnxInt8Method, model_inputs
 from .method import BACKEND_HELP, METHOD_HELP
+
+# The alphas `smoothquant: auto` tries (and no SmoothQuant). On MiniLM-L6 the best fixed alpha was 0.8 and 0.5 was
+# the paper's default (docs/BENCHMARKS.md, "SmoothQuant before static INT8"); the grid covers both and between.
+AUTO_ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass(frozen=True)
@@ -21,9 +32,9 @@ class StaticInt8Config(Int8Config):
     backend: Literal["onnxruntime"] = param("onnxruntime", help=BACKEND_HELP)
     calibration_samples: int = param(256, help="training examples that set the activation scales", min=1)
     calibration: Literal["minmax", "percentile", "entropy"] = param("minmax", help="how activation ranges are calibrated")
-    smoothquant: Optional[float] = param(
-        None, help="SmoothQuant alpha (0-1, typically 0.5): move activation outliers into the weights first",
-        min=0, max=1)
+    smoothquant: Optional[Union[float, Literal["auto"]]] = param(
+        None, help="SmoothQuant alpha (0-1, typically 0.5): move activation outliers into the weights first; 'auto': "
+        "the alpha (or none) with the best validation accuracy after quantization", min=0, max=1)
 
 
 class StaticInt8(OnnxInt8Method):
@@ -41,9 +52,15 @@ class StaticInt8(OnnxInt8Method):
     def needs_train(self) -> bool:
         return True  # calibration samples come from train
 
+    def selects_on_validation(self) -> bool:
+        return super().selects_on_validation() or self.config.smoothquant == "auto"
+
     def plan(self, info) -> str:
         c = self.config
-        smooth_note = f"SmoothQuant (alpha {c.smoothquant}) on the encoder's Linear layers, then " if c.smoothquant is not None else ""
+        smooth_note = "" if c.smoothquant is None else (
+            f"SmoothQuant with the alpha of {', '.join(map(str, AUTO_ALPHAS))} or none that quantizes best on "
+            "validation, then " if c.smoothquant == "auto" else
+            f"SmoothQuant (alpha {c.smoothquant}) on the encoder's Linear layers, then ")
         return (f"static-int8 on onnxruntime: {smooth_note}export to ONNX, calibrate activation ranges ({c.calibration}) "
                 f"on {c.calibration_samples} training examples, then quantize every MatMul and Gather (QDQ, weights "
                 f"{'per channel' if c.per_channel else 'per tensor'}); weights about 4x smaller")
@@ -56,7 +73,34 @@ class StaticInt8(OnnxInt8Method):
         changes |= {"activations": f"uint8 static ({c.calibration} calibration on {len(rows)} training examples)",
                     "format": "QDQ"}
         summary["calibration_samples"] = len(rows)
-        if c.smoothquant is not None:
-            changes["smoothquant"] = smooth(state.model, family_for(state.model).layers(), batches, c.smoothquant)
+        alpha = self._auto_alpha(state, ctx, batches) if c.smoothquant == "auto" else c.smoothquant
+        if alpha is not None:
+            changes["smoothquant"] = smooth(state.model, family_for(state.model).layers(), batches, alpha)
+        if c.smoothquant == "auto":
+            changes["smoothquant"] = (changes.get("smoothquant") or {"alpha": None}) | {"chosen_on": "validation",
+                                                                                       "tried": self._tried}
+        if "smoothquant" in changes:
             summary["smoothquant"] = changes["smoothquant"]
         return c.calibration, batches
+
+    def _auto_alpha(self, state, ctx: StageContext, batches: list[dict]) -> float | None:
+        """The alpha in AUTO_ALPHAS (or None: no SmoothQuant) whose static INT8 model scores best on validation;
+        ties go to the earlier candidate (none first: the least change)."""
+        c = self.config
+        self._tried = []
+        best = (None, -1.0)
+        candidates = (None, *AUTO_ALPHAS)
+        progress.info(f"smoothquant auto: static INT8 with alpha none, {', '.join(map(str, AUTO_ALPHAS))} on validation")
+        for alpha in candidates:
+            model = copy.deepcopy(state.model)
+            if alpha is not None:
+                smooth(model, family_for(model).layers(), batches, alpha)
+            onnx = OnnxInt8(export_onnx(model, state.tokenizer), self.ort_method, c.per_channel, not has_vnni(),
+                            c.calibration, batches).quantize()
+            accuracy = evaluate(OrtRunner(onnx), state.tokenizer, ctx.data, ctx.recipe.task.max_length,
+                                split="validation", label=f"validation (smoothquant {alpha})")["accuracy"]
+            self._tried.append({"alpha": alpha, "validation_accuracy": accuracy})
+            progress.info(f"  alpha {alpha}: validation accuracy {accuracy:.4f}")
+            if accuracy > best[1]:
+                best = (alpha, accuracy)
+        return best[0]
