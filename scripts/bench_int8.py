@@ -61,6 +61,7 @@ def main() -> None:
             "| method | backend | fp32 acc | int8 acc | drop (pt) | size fp32 -> int8 | ratio | p50 b1 fp32 -> int8 | "
             "speedup b1 | speedup b32 | quantize time |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    notes = []
     with tempfile.TemporaryDirectory() as tmp:
         for pair in args.methods.split(","):
             method, backend, *extra = pair.split(":")
@@ -76,10 +77,15 @@ def main() -> None:
                         f"{c['size']['bytes_on_disk'] / 1e6:.1f} MB | {cmp_['size_ratio']:.3f} | "
                         f"{b['latency']['p50_ms']:.2f} -> {c['latency']['p50_ms']:.2f} ms | {cmp_['speedup']:.2f}x | "
                         f"{b32['speedup']:.2f}x | {r['stages'][0]['wall_s']:.0f} s |")
+            tried = (r["stages"][0]["summary"].get("smoothquant") or {}).get("tried")
+            if tried:  # smoothquant: auto
+                notes.append(f"{pair}: validation accuracy per alpha: " + ", ".join(
+                    f"{t['alpha'] if t['alpha'] is not None else 'none'} {t['validation_accuracy']:.4f}" for t in tried)
+                    + f"; kept {r['stages'][0]['summary']['smoothquant']['alpha']}")
         env = r["environment"]
     rows += ["", f"CPU {env['cpu']['model']}, {env['threads']} threads; flags: "
              + ", ".join(f for f, on in env["cpu"]["flags"].items() if on)
-             + "; versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())]
+             + "; versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())] + notes
     print("\n".join(rows))
 
 

@@ -76,17 +76,25 @@ def build() -> tuple[Path, Path]:
 
 
 def gguf_files(source: Path, bins: Path, model: str, folder: Path, types: list[str], work: Path) -> dict[str, Path]:
+    """The F32 GGUF and one per type (made once per work folder)."""
     f32 = work / "model-f32.gguf"
     asset = lookup(model.removeprefix("demo:")) if model.startswith("demo:") else None
-    if asset is not None and asset.gguf:
-        run([bins / "llama-quantize", "--allow-requantize", asset_file(asset), f32, "F32"])
+    partial = work / "partial.gguf"  # renamed when complete: an interrupted run leaves no GGUF to reuse
+    if f32.exists():
+        pass
+    elif asset is not None and asset.gguf:
+        run([bins / "llama-quantize", "--allow-requantize", asset_file(asset), partial, "F32"])
+        partial.rename(f32)
     else:
         env = os.environ | {"PYTHONPATH": str(source / "gguf-py")}
-        run([sys.executable, source / "convert_hf_to_gguf.py", folder, "--outtype", "f32", "--outfile", f32], env=env)
+        run([sys.executable, source / "convert_hf_to_gguf.py", folder, "--outtype", "f32", "--outfile", partial], env=env)
+        partial.rename(f32)
     files = {"F32": f32}
     for kind in types:
         files[kind] = work / f"model-{kind}.gguf"
-        run([bins / "llama-quantize", f32, files[kind], kind])
+        if not files[kind].exists():
+            run([bins / "llama-quantize", f32, partial, kind])
+            partial.rename(files[kind])
     return files
 
 
@@ -101,11 +109,16 @@ def llama_bench(bins: Path, gguf: Path, threads: int, repeats: int) -> dict[str,
 
 
 def llama_perplexity(bins: Path, gguf: Path, text: Path, threads: int) -> float:
+    """llama-perplexity's final estimate; kept beside the GGUF and reused while the GGUF and text are older."""
+    kept = gguf.with_suffix(".perplexity")
+    if kept.exists() and kept.stat().st_mtime > max(gguf.stat().st_mtime, text.stat().st_mtime):
+        return float(kept.read_text())
     out = subprocess.run([str(bins / "llama-perplexity"), "-m", str(gguf), "-f", str(text), "-c", "512", "-b", "512",
                           "-t", str(threads), "--no-repack"], capture_output=True, text=True)
     found = re.search(r"Final estimate: PPL = ([\d.]+)", out.stdout + out.stderr)
     if not found:
         raise SystemExit(f"llama-perplexity gave no estimate:\n{(out.stdout + out.stderr)[-2000:]}")
+    kept.write_text(found.group(1))
     return float(found.group(1))
 
 

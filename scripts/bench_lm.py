@@ -37,9 +37,9 @@ def split_text(folder: Path, text: str) -> str:
     sys.path.insert(0, str(ROOT))
     from tfc_cli.lm.data import _cut, _read_source
 
-    train, test = _cut(_read_source(text), TRAIN_SHARE)
-    (folder / "train.txt").write_text(train)
-    (folder / "test.txt").write_text(test)
+    for name, part in zip(("train.txt", "test.txt"), _cut(_read_source(text), TRAIN_SHARE)):
+        if not (folder / name).exists() or (folder / name).read_text() != part:  # a kept file keeps its date
+            (folder / name).write_text(part)
     return f"{{train: {folder / 'train.txt'}, test: {folder / 'test.txt'}}}"
 
 
