@@ -44,9 +44,11 @@ class OrtLmRunner:
     """How a decode step runs (scripts/bench_decode_runtime.py measures each setting; docs/BENCHMARKS.md):
     - `shared_kv` (on where the graph allows it, lm/shared_kv.py): each layer's keys and values live in one
       buffer per layer that GroupQueryAttention extends in place, bound once; a step binds three small inputs.
-      Off, each step passes every past as numpy arrays and copies every present back out.
+      Off, each step passes every past as numpy arrays and copies every present back out. Measured 1.13x decode
+      tokens/s on SmolLM2-135M int4, 2 threads.
     - `spin_within_run` (on): ORT's worker threads busy-wait between the ~480 operators of a step instead of
-      sleeping and being woken for each.
+      sleeping and being woken for each: 1.10x alone, 1.17x with the cache in place (0.72x on a machine busy
+      with other work).
     """
     runtime = "onnxruntime"
     INITIAL_CAPACITY = 256  # positions in the first shared buffers; they double when a sequence passes them
