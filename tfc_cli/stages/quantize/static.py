@@ -4,9 +4,9 @@ outliers are moved into the weights first (quant/smoothquant.py); `smoothquant: 
 of AUTO_ALPHAS and without SmoothQuant and keeps the one with the best validation accuracy (never test)."""
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
-import copy
 from typing import Literal, Optional, Union
 
 from ... import progress
@@ -73,21 +73,21 @@ class StaticInt8(OnnxInt8Method):
         changes |= {"activations": f"uint8 static ({c.calibration} calibration on {len(rows)} training examples)",
                     "format": "QDQ"}
         summary["calibration_samples"] = len(rows)
-        alpha = self._auto_alpha(state, ctx, batches) if c.smoothquant == "auto" else c.smoothquant
+        alpha, tried = self._auto_alpha(state, ctx, batches) if c.smoothquant == "auto" else (c.smoothquant, None)
         if alpha is not None:
             changes["smoothquant"] = smooth(state.model, family_for(state.model).layers(), batches, alpha)
-        if c.smoothquant == "auto":
+        if tried is not None:
             changes["smoothquant"] = (changes.get("smoothquant") or {"alpha": None}) | {"chosen_on": "validation",
-                                                                                       "tried": self._tried}
+                                                                                       "tried": tried}
         if "smoothquant" in changes:
             summary["smoothquant"] = changes["smoothquant"]
         return c.calibration, batches
 
-    def _auto_alpha(self, state, ctx: StageContext, batches: list[dict]) -> float | None:
-        """The alpha in AUTO_ALPHAS (or None: no SmoothQuant) whose static INT8 model scores best on validation;
-        ties go to the earlier candidate (none first: the least change)."""
+    def _auto_alpha(self, state, ctx: StageContext, batches: list[dict]) -> tuple[float | None, list[dict]]:
+        """The alpha in AUTO_ALPHAS (or None: no SmoothQuant) whose static INT8 model scores best on validation,
+        and what each scored; ties go to the earlier candidate (none first: the least change)."""
         c = self.config
-        self._tried = []
+        tried = []
         best = (None, -1.0)
         candidates = (None, *AUTO_ALPHAS)
         progress.info(f"smoothquant auto: static INT8 with alpha none, {', '.join(map(str, AUTO_ALPHAS))} on validation")
@@ -99,8 +99,8 @@ class StaticInt8(OnnxInt8Method):
                             c.calibration, batches).quantize()
             accuracy = evaluate(OrtRunner(onnx), state.tokenizer, ctx.data, ctx.recipe.task.max_length,
                                 split="validation", label=f"validation (smoothquant {alpha})")["accuracy"]
-            self._tried.append({"alpha": alpha, "validation_accuracy": accuracy})
+            tried.append({"alpha": alpha, "validation_accuracy": accuracy})
             progress.info(f"  alpha {alpha}: validation accuracy {accuracy:.4f}")
             if accuracy > best[1]:
                 best = (alpha, accuracy)
-        return best[0]
+        return best[0], tried
