@@ -78,7 +78,8 @@ class OrtLmRunner:
         # each layer's own key/value heads where the graph fixes them (a pruned model's layers differ)
         self.kv_shapes = [(inputs[n][1] or heads, inputs[n][3] or head_dim) for n in self.past_names]
         self.shared_kv = shared_kv and shared_kv_graph(model, self.past_names, self.output_names[1:]) is not None
-        self.session = ort_session(model, threads, spin_within_run)
+        # unchanged bytes or path go to ORT as given: serializing the parsed graph again would copy every weight
+        self.session = ort_session(model if self.shared_kv else onnx_model, threads, spin_within_run)
         del model
         self._buffers: list[np.ndarray] = []
         self._binding = None
