@@ -79,8 +79,9 @@ def main() -> None:
                         f"{b32['speedup']:.2f}x | {r['stages'][0]['wall_s']:.0f} s |")
             tried = (r["stages"][0]["summary"].get("smoothquant") or {}).get("tried")
             if tried:  # smoothquant: auto
-                notes.append(f"{pair}: validation accuracy per alpha: " + ", ".join(
-                    f"{t['alpha'] if t['alpha'] is not None else 'none'} {t['validation_accuracy']:.4f}" for t in tried)
+                notes.append(f"{pair}: validation KL to float / accuracy per alpha: " + ", ".join(
+                    f"{t['alpha'] if t['alpha'] is not None else 'none'} {t['validation_kl_to_float']:.5f} / "
+                    f"{t['validation_accuracy']:.4f}" for t in tried)
                     + f"; kept {r['stages'][0]['summary']['smoothquant']['alpha']}")
         env = r["environment"]
     rows += ["", f"CPU {env['cpu']['model']}, {env['threads']} threads; flags: "

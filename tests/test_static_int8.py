@@ -207,10 +207,10 @@ def test_smoothquant_static_int8_recipe_and_validation(make_recipe, tmp_path):
     assert result.exit_code == 2 and "'smoothquant' does not apply to method 'dynamic-int8'" in result.output
 
 
-def test_smoothquant_auto_keeps_the_candidate_best_on_validation(make_recipe, tmp_path, monkeypatch):
+def test_smoothquant_auto_keeps_the_candidate_closest_to_float_on_validation(make_recipe, tmp_path, monkeypatch):
     from tfc_cli.stages.quantize import static
 
-    monkeypatch.setattr(static, "AUTO_ALPHAS", (0.5, 0.8))  # each candidate is a quantization and a validation run
+    monkeypatch.setattr(static, "AUTO_ALPHAS", (0.8,))  # each candidate is a quantization and a validation run
     auto = make_recipe("""
       - {type: finetune, epochs: 1, learning_rate: 3.0e-3, batch_size: 16}
       - {type: quantize, method: static-int8, calibration_samples: 32, smoothquant: auto}
@@ -219,7 +219,41 @@ def test_smoothquant_auto_keeps_the_candidate_best_on_validation(make_recipe, tm
     assert result.exit_code == 0, result.output
     chosen = json.loads((tmp_path / "out" / "auto" / "tfc.json").read_text())["transforms"][-1]["smoothquant"]
     tried = chosen["tried"]
-    assert [t["alpha"] for t in tried] == [None, 0.5, 0.8] and chosen["chosen_on"] == "validation"
-    best = max(t["validation_accuracy"] for t in tried)
-    assert chosen["alpha"] == next(t["alpha"] for t in tried if t["validation_accuracy"] == best)
-    assert chosen["alpha"] is None or chosen["smoothed_linear"] == 12
+    assert [t["alpha"] for t in tried] == [None, 0.8, "per-layer"] and chosen["chosen_on"] == "validation"
+    assert all(t["validation_kl_to_float"] > 0 and 0 <= t["validation_accuracy"] <= 1 for t in tried)
+    closest = min(t["validation_kl_to_float"] for t in tried)
+    assert chosen["alpha"] == next(t["alpha"] for t in tried if t["validation_kl_to_float"] == closest)
+    assert chosen["alpha"] is None or chosen["smoothed_linear"] >= 1
+
+
+def test_smoothquant_per_layer_fits_each_linear_to_its_int8_output_error(tiny_classifier):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tfc_cli.arch import family_for
+    from tfc_cli.quant.smoothquant import (PER_LAYER_ALPHAS, input_statistics, output_error, smooth,
+                                           smoothing_scale)
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
+    with torch.no_grad():  # a 50x outlier channel into the first FFN down-projection
+        model.bert.encoder.layer[0].intermediate.dense.weight[5] *= 50
+    batch = {k: v.numpy() for k, v in tokenizer(["the film was good", "a plot is very dull"], padding="max_length",
+                                                  max_length=12, return_tensors="pt").items()}
+    with torch.no_grad():
+        before = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+    down = model.bert.encoder.layer[0].output.dense
+    stats = input_statistics(model, [down], [batch], sample_rows=24)[0]
+    assert stats.sample().shape == (24, down.in_features)
+    errors = [output_error(stats, down.weight, None, True, False)] + [
+        output_error(stats, down.weight, smoothing_scale(stats.abs_max, down.weight, a), True, False)
+        for a in PER_LAYER_ALPHAS]
+    record = smooth(model, family_for(model).layers(), [batch], "per-layer")
+    with torch.no_grad():
+        after = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)  # smoothing leaves the float model as it was
+    alphas = record["per_layer_alphas"]
+    assert len(alphas) == 12 and record["smoothed_linear"] == 12 - alphas.count(None)
+    down_index = 5  # q, k, v, attention out, FFN in, FFN down of layer 0
+    assert alphas[down_index] == (None, *PER_LAYER_ALPHAS)[int(np.argmin(errors))]
+    assert alphas[down_index] is not None and min(errors) < errors[0] / 2  # the outlier is worth smoothing

@@ -49,9 +49,8 @@ def metric_warnings(metrics: dict, who: str = "the model") -> list[str]:
     return []
 
 
-def evaluate(runner, tokenizer, data, max_length: int, split: str | None = None, label: str = "eval") -> dict:
-    """Metrics of `runner` on `split` (default: the task's eval split)."""
-    split = split or data.eval_split
+def predict(runner, tokenizer, data, max_length: int, split: str, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """`runner`'s logits on every example of `split`, and the labels."""
     tokenized = tokenize(data.split(split), tokenizer, max_length)
     all_logits, all_labels = [], []
     with progress.bar(f"evaluating {label}", len(tokenized)) as advance:
@@ -65,6 +64,17 @@ def evaluate(runner, tokenizer, data, max_length: int, split: str | None = None,
     logits, labels = np.concatenate(all_logits), np.concatenate(all_labels)
     if logits.shape[-1] != data.num_labels:
         raise TfcError(f"{label}: the model predicts {logits.shape[-1]} labels, the dataset has {data.num_labels}")
+    return logits, labels
+
+
+def metrics_of(logits: np.ndarray, labels: np.ndarray, data, split: str, label: str) -> dict:
     metrics = classification_metrics(logits, labels, data.num_labels)
     result = {"split": split, "samples": int(len(labels)), "metric": "accuracy", **metrics}
     return result | {"warnings": metric_warnings(result, label)}
+
+
+def evaluate(runner, tokenizer, data, max_length: int, split: str | None = None, label: str = "eval") -> dict:
+    """Metrics of `runner` on `split` (default: the task's eval split)."""
+    split = split or data.eval_split
+    logits, labels = predict(runner, tokenizer, data, max_length, split, label)
+    return metrics_of(logits, labels, data, split, label)

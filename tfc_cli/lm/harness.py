@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TfcError, UsageError
+from ..logits import log_softmax
 
 HELP = "pip install lm_eval (EleutherAI's lm-evaluation-harness)"
 
@@ -24,12 +25,6 @@ def available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("lm_eval") is not None
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    top = logits.max(-1, keepdims=True)
-    return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
 
 
 def _lm_class():
@@ -53,7 +48,7 @@ def _lm_class():
             ids = (context + continuation)[-(self.max_length + 1):]
             logits = self.runner({"input_ids": np.array([ids[:-1]], dtype=np.int64)})[0]
             n = len(continuation)
-            scores = _log_softmax(logits[-n:])
+            scores = log_softmax(logits[-n:])
             targets = np.array(ids[-n:])
             return float(scores[np.arange(n), targets].sum()), bool((scores.argmax(-1) == targets).all())
 

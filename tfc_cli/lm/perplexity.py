@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import progress
 from ..errors import TfcError
+from ..logits import log_softmax
 
 
 def text_token_ids(tokenizer, text: str, max_tokens: int | None = None) -> np.ndarray:
@@ -18,12 +19,6 @@ def text_token_ids(tokenizer, text: str, max_tokens: int | None = None) -> np.nd
     if len(ids) < 2:
         raise TfcError("the evaluation text has fewer than 2 tokens")
     return ids
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def window_starts(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -53,7 +48,7 @@ def perplexity(runner, ids: np.ndarray, window: int, stride: int, label: str = "
             if not np.all(np.isfinite(logits)):
                 raise TfcError(f"{label}: non-finite logits while computing perplexity")
             targets = np.arange(first, len(chunk))  # positions scored here; predicted from the position before
-            log_probs = _log_softmax(logits[targets - 1])
+            log_probs = log_softmax(logits[targets - 1])
             nll -= float(log_probs[np.arange(len(targets)), chunk[targets]].sum())
             count += len(targets)
             advance()
