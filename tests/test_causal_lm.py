@@ -349,3 +349,10 @@ def test_a_pruned_decoder_with_a_layer_without_attention_exports_and_decodes_on_
     prompt = np.array([[2, 7, 9, 11, 13]])
     np.testing.assert_allclose(ort({"input_ids": prompt}), TorchLmRunner(ckpt.model)({"input_ids": prompt}), atol=1e-4)
     assert greedy_tokens(ort, prompt, 6) == greedy_tokens(TorchLmRunner(ckpt.model), prompt, 6)
+
+
+def test_openvino_refuses_a_causal_lm_by_name(tiny_llama):
+    from tfc_cli.runtimes import OpenVino, graphs_for
+
+    ckpt = tfc_cli.load(tiny_llama)
+    assert "runs on onnxruntime" in OpenVino().refuses(ckpt, graphs_for(ckpt.config))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import tfc_cli
 from tfc_cli import __version__
 from tfc_cli.cli.app import app
 
@@ -136,11 +137,27 @@ def test_bench_runs_a_torch_model_on_onnxruntime_on_demand(tiny_classifier):
     assert data["speedup"] > 0
 
 
+def test_openvino_runs_the_saved_int8_graph_with_onnxruntime_s_logits(tmp_path, make_recipe):
+    from tfc_cli.runtimes import runner_on
+
+    recipe = make_recipe()  # finetune -> quantize (onnxruntime, dynamic INT8)
+    assert run("compress", recipe, "--quiet").exit_code == 0
+    ckpt = tfc_cli.load(tmp_path / "out" / "tiny")
+    batch = {k: np.asarray(v, dtype=np.int64) for k, v in ckpt.tokenizer(
+        ["a fine film", "dull and long"], padding=True, return_tensors="np").items()}
+    on_ort, on_openvino = runner_on(ckpt, "onnxruntime")(batch), runner_on(ckpt, "openvino")(batch)
+    assert on_openvino.shape == on_ort.shape and np.abs(on_openvino - on_ort).max() < 0.05 * np.abs(on_ort).max()
+    result = run("bench", tmp_path / "out" / "tiny", "--runtime", "openvino", "--seq-len", 16, "--repeats", 3,
+                 "--warmup", 1, "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["runtime"] for r in json_out(result)["models"].values()} == {"openvino"}
+
+
 def test_bench_on_a_runtime_an_onnx_model_cannot_use_is_one_clear_error(tmp_path, make_recipe):
     recipe = make_recipe()  # finetune -> quantize (onnxruntime)
     assert run("compress", recipe, "--quiet").exit_code == 0
     result = run("bench", tmp_path / "out" / "tiny", "--runtime", "torch")
-    assert result.exit_code == 2 and "runs on onnxruntime only" in result.output  # a usage error
+    assert result.exit_code == 2 and "runs on onnxruntime" in result.output  # a usage error
     assert run("bench", tmp_path / "out" / "tiny", "--runtime", "tpu").exit_code == 2
 
 
@@ -150,7 +167,8 @@ def test_bench_all_runtimes_side_by_side_names_the_fastest(tiny_classifier):
                  "--repeats", 3, "--warmup", 1, "--json")
     assert result.exit_code == 0, result.output
     data = json_out(result)
-    assert set(data["models"]) == {f"{m}:{r}" for m in ("model", "baseline") for r in ("torch", "torch-compile", "onnxruntime")}
+    assert set(data["models"]) == {f"{m}:{r}" for m in ("model", "baseline")
+                                   for r in ("torch", "torch-compile", "onnxruntime", "openvino")}
     p50 = {k: v["latency"]["p50_ms"] for k, v in data["models"].items()}
     assert data["fastest"] == min(p50, key=p50.get)
     assert data["speedup_vs_baseline_torch"]["baseline:torch"] == 1.0

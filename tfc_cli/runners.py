@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,3 +39,40 @@ class OrtRunner:
             batch = batch | {"token_type_ids": np.zeros_like(batch["input_ids"])}
         feeds = {k: np.ascontiguousarray(batch[k], dtype=np.int64) for k in self.input_names}
         return self.session.run(["logits"], feeds)[0]
+
+
+class OpenVinoRunner:
+    """An ONNX graph (bytes or a path) or an openvino.Model compiled by OpenVINO for the CPU, in f32 unless told
+    otherwise: by default OpenVINO runs float layers in bf16 on CPUs with AMX or AVX-512 BF16, which changes the
+    model's outputs without saying so."""
+    runtime = "openvino"
+
+    def __init__(self, model, threads: int | None = None, precision: str | None = "f32"):
+        import tempfile
+
+        import openvino as ov
+
+        from .bench import default_threads
+
+        core = ov.Core()
+        if isinstance(model, bytes):
+            with tempfile.TemporaryDirectory(prefix="tfc-openvino-") as tmp:  # read_model takes ONNX from a file
+                path = f"{tmp}/model.onnx"
+                with open(path, "wb") as f:
+                    f.write(model)
+                model = core.read_model(path)
+        elif isinstance(model, (str, Path)):
+            model = core.read_model(str(model))
+        config = {"INFERENCE_NUM_THREADS": threads or default_threads(), "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
+        self.logits = next((o for o in self.compiled.outputs if "logits" in o.get_names()), self.compiled.outputs[0])
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        if "token_type_ids" in self.input_names and "token_type_ids" not in batch:  # as the torch model defaults them
+            batch = batch | {"token_type_ids": np.zeros_like(batch["input_ids"])}
+        outputs = self.request.infer({n: np.ascontiguousarray(batch[n], dtype=np.int64) for n in self.input_names})
+        return np.array(outputs[self.logits])  # a copy: the request reuses its output buffer

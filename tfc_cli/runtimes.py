@@ -1,4 +1,5 @@
-"""Runtimes as types: what each can execute, and how a model of each task runs on it.
+"""Runtimes as types: what each can execute, and how a model of each task runs on it (torch, torch.compile,
+ONNX Runtime, and OpenVINO for classifiers' ONNX graphs when it is installed).
 
 A task's *graphs* say how its model runs: the torch runner, the ONNX Runtime runner, and the one ONNX export
 description for that task (a classifier: one graph, dynamic batch and sequence; a causal LM: one decoder graph with
@@ -101,7 +102,28 @@ class OnnxRuntime(Runtime):
         return graphs.ort_runner(onnx, model.config, threads)
 
 
-RUNTIMES: dict[str, Runtime] = {r.name: r for r in (Torch(), TorchCompile(), OnnxRuntime())}
+class OpenVino(Runtime):
+    """The model's ONNX graph (the saved one, or the fp32 export) on OpenVINO's CPU plugin. On MiniLM-L6, tfc's
+    static INT8 graph ran 1.30x faster here than on ONNX Runtime (docs/BENCHMARKS.md, "Peers on the encoder")."""
+    name = "openvino"
+
+    def refuses(self, model, graphs):
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            return "OpenVINO is not installed (pip install openvino)"
+        if not graphs.compiles:  # the causal LM's graph: its runner keeps the KV cache in ONNX Runtime's buffers
+            return "a causal LM's decoder graph runs on onnxruntime"
+        return "tfc's torch INT8 layers have no ONNX export" if model.onnx is None and _int8_layers(model.model) else None
+
+    def runner(self, model, graphs, threads=None):
+        from .runners import OpenVinoRunner
+
+        return OpenVinoRunner(model.onnx if model.onnx is not None else graphs.export(model.model, model.tokenizer),
+                              threads)
+
+
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in (Torch(), TorchCompile(), OnnxRuntime(), OpenVino())}
 
 
 def runner_for(model, threads: int | None = None):

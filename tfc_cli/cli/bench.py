@@ -107,7 +107,8 @@ def bench(
     model: str = typer.Argument(..., help="a tfc checkpoint, an HF folder, a hub id or demo:NAME"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="time this model too, interleaved, and report the speedup"),
     runtime: str = typer.Option("native", "--runtime", help="native (the checkpoint's own) | torch | torch-compile | "
-                                "onnxruntime | all; a torch model is compiled or exported to ONNX on demand"),
+                                "onnxruntime | openvino (classifiers; pip install openvino) | all; a torch model is "
+                                "compiled or exported to ONNX on demand"),
     batch_size: int = typer.Option(1, "--batch-size", min=1),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="tokens per input (default: the length a tfc "
                                           "output was evaluated at, else 128; causal LM: a 64-token prompt)"),
