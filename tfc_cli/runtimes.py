@@ -104,7 +104,7 @@ class OnnxRuntime(Runtime):
 
 class OpenVino(Runtime):
     """The model's ONNX graph (the saved one, or the fp32 export) on OpenVINO's CPU plugin. On MiniLM-L6, tfc's
-    static INT8 graph ran 1.30x faster here than on ONNX Runtime (docs/BENCHMARKS.md, "Peers on the encoder")."""
+    static INT8 graph ran 1.28x faster here than on ONNX Runtime (docs/BENCHMARKS.md, "Peers on the encoder")."""
     name = "openvino"
 
     def refuses(self, model, graphs):
@@ -112,7 +112,9 @@ class OpenVino(Runtime):
 
         if importlib.util.find_spec("openvino") is None:
             return "OpenVINO is not installed (pip install openvino)"
-        if not graphs.compiles:  # the causal LM's graph: its runner keeps the KV cache in ONNX Runtime's buffers
+        from .hf_classes import is_causal_lm
+
+        if is_causal_lm(model.config):  # the decoder's runner keeps its KV cache in ONNX Runtime's buffers
             return "a causal LM's decoder graph runs on onnxruntime"
         return "tfc's torch INT8 layers have no ONNX export" if model.onnx is None and _int8_layers(model.model) else None
 
