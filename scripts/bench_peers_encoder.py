@@ -66,7 +66,8 @@ def optimum_python() -> Path:
 
 
 def optimum_graphs(calibration: list[dict], work: Path) -> tuple[dict[str, Path], dict]:
-    """Optimum's dynamic and static INT8 graphs of the fine-tuned model, and the versions that made them."""
+    """Optimum's fp32 export and its dynamic and static INT8 graphs of the fine-tuned model, and the versions that
+    made them."""
     from tfc_cli.bench import cpu_description
 
     flags = cpu_description()["flags"]
@@ -76,7 +77,8 @@ def optimum_graphs(calibration: list[dict], work: Path) -> tuple[dict[str, Path]
     subprocess.run([str(optimum_python()), str(ROOT / "scripts" / "peers" / "optimum_quantize.py"), str(FINETUNED),
                     str(work / "calibration.npz"), str(out), isa], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     versions = json.loads((out / "versions.json").read_text()) | {"isa": isa}
-    return {mode: out / mode / "model_quantized.onnx" for mode in ("dynamic", "static")}, versions
+    return {"fp32 export": out / "fp32" / "model.onnx"} | {
+        f"{mode} INT8": out / mode / "model_quantized.onnx" for mode in ("dynamic", "static")}, versions
 
 
 def main() -> None:
@@ -131,7 +133,7 @@ def main() -> None:
                 runners[key], sizes[key] = OpenVinoRunner(graph, args.threads, precision), size
         graphs, optimum_versions = optimum_graphs(calibration, tmp)
         for mode, path in graphs.items():
-            key = f"Optimum {mode} INT8 ({optimum_versions['isa']} defaults, onnxruntime)"
+            key = f"Optimum {mode} ({optimum_versions['isa']} defaults, onnxruntime)"
             runners[key], sizes[key] = OrtRunner(path.read_bytes(), args.threads), path.stat().st_size
         runners = {"fp32 (onnxruntime)": OrtRunner(fp32, args.threads)} | runners
         sizes["fp32 (onnxruntime)"] = len(fp32)
