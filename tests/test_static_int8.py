@@ -257,3 +257,20 @@ def test_smoothquant_per_layer_fits_each_linear_to_its_int8_output_error(tiny_cl
     down_index = 5  # q, k, v, attention out, FFN in, FFN down of layer 0
     assert alphas[down_index] == (None, *PER_LAYER_ALPHAS)[int(np.argmin(errors))]
     assert alphas[down_index] is not None and min(errors) < errors[0] / 2  # the outlier is worth smoothing
+
+
+def test_classifier_export_uses_eager_attention_and_leaves_the_model_as_it_was(tiny_classifier):
+    import onnx
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier, attn_implementation="sdpa").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
+    graph = export_onnx(model, tokenizer)
+    assert model.config._attn_implementation == "sdpa"
+    assert "IsNaN" not in {n.op_type for n in onnx.load_from_string(graph).graph.node}  # the SDPA export's guard
+    batch = {k: v.astype(np.int64) for k, v in tokenizer(["a fine film", "dull and long and slow"], padding=True,
+                                                         return_tensors="np").items()}
+    with torch.no_grad():
+        expected = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    np.testing.assert_allclose(_run(graph, batch), expected, atol=1e-5)
