@@ -155,26 +155,40 @@ def test_qat_int8_recipe_end_to_end(make_recipe, tmp_path):
     assert abs(report["comparison"]["metric_delta"]) <= 0.05
 
 
-def test_smoothquant_keeps_float_logits_and_tames_outliers(tiny_classifier):
+def _classifier_with_an_outlier(folder):
+    """The tiny classifier with a 50x outlier input channel into layer 0's FFN down-projection (as GELU tails
+    make), and a padded batch of two sentences."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from tfc_cli.arch import family_for
-    from tfc_cli.quant.smoothquant import SmoothedLinear, activation_maxima, smooth
-
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
-    with torch.no_grad():  # one input channel of the FFN down-projection carries a 50x outlier, as GELU tails do
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
         model.bert.encoder.layer[0].intermediate.dense.weight[5] *= 50
     batch = {k: v.numpy() for k, v in tokenizer(["the film was good", "a plot is very dull"], padding="max_length",
                                                   max_length=12, return_tensors="pt").items()}
+    return model, batch
+
+
+def _logits(model, batch: dict):
+    import torch
+
     with torch.no_grad():
-        before = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+        return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+
+
+def test_smoothquant_keeps_float_logits_and_tames_outliers(tiny_classifier):
+    import torch
+
+    from tfc_cli.arch import family_for
+    from tfc_cli.quant.smoothquant import SmoothedLinear, input_statistics, smooth
+
+    model, batch = _classifier_with_an_outlier(tiny_classifier)
+    before = _logits(model, batch)
     down = model.bert.encoder.layer[0].output.dense
-    spread_before = activation_maxima(model, [down], [batch])[0]
+    spread_before = input_statistics(model, [down], [batch])[0].abs_max
     record = smooth(model, family_for(model).layers(), [batch], alpha=0.5)
-    with torch.no_grad():
-        after = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+    after = _logits(model, batch)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
     assert record["smoothed_linear"] == 2 * 6 and isinstance(model.bert.encoder.layer[0].output.dense, SmoothedLinear)
     smoothed = model.bert.encoder.layer[0].output.dense
@@ -228,20 +242,13 @@ def test_smoothquant_auto_keeps_the_candidate_closest_to_float_on_validation(mak
 
 def test_smoothquant_per_layer_fits_each_linear_to_its_int8_output_error(tiny_classifier):
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tfc_cli.arch import family_for
     from tfc_cli.quant.smoothquant import (PER_LAYER_ALPHAS, input_statistics, output_error, smooth,
                                            smoothing_scale)
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
-    with torch.no_grad():  # a 50x outlier channel into the first FFN down-projection
-        model.bert.encoder.layer[0].intermediate.dense.weight[5] *= 50
-    batch = {k: v.numpy() for k, v in tokenizer(["the film was good", "a plot is very dull"], padding="max_length",
-                                                  max_length=12, return_tensors="pt").items()}
-    with torch.no_grad():
-        before = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+    model, batch = _classifier_with_an_outlier(tiny_classifier)
+    before = _logits(model, batch)
     down = model.bert.encoder.layer[0].output.dense
     stats = input_statistics(model, [down], [batch], sample_rows=24)[0]
     assert stats.sample().shape == (24, down.in_features)
@@ -249,8 +256,7 @@ def test_smoothquant_per_layer_fits_each_linear_to_its_int8_output_error(tiny_cl
         output_error(stats, down.weight, smoothing_scale(stats.abs_max, down.weight, a), True, False)
         for a in PER_LAYER_ALPHAS]
     record = smooth(model, family_for(model).layers(), [batch], "per-layer")
-    with torch.no_grad():
-        after = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+    after = _logits(model, batch)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)  # smoothing leaves the float model as it was
     alphas = record["per_layer_alphas"]
     assert len(alphas) == 12 and record["smoothed_linear"] == 12 - alphas.count(None)

@@ -82,11 +82,6 @@ def input_statistics(model: nn.Module, linears: list[nn.Linear], batches: list[d
     return stats
 
 
-def activation_maxima(model: nn.Module, linears: list[nn.Linear], batches: list[dict]) -> list[torch.Tensor]:
-    """Per input channel, the largest |activation| each Linear sees over the calibration batches."""
-    return [s.abs_max for s in input_statistics(model, linears, batches)]
-
-
 def smoothing_scale(act_max: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
     weight_max = weight.detach().abs().amax(dim=0).float()
     return (act_max.clamp(min=1e-5) ** alpha / weight_max.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
