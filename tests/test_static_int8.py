@@ -221,6 +221,7 @@ def test_smoothquant_static_int8_recipe_and_validation(make_recipe, tmp_path):
     assert result.exit_code == 2 and "'smoothquant' does not apply to method 'dynamic-int8'" in result.output
 
 
+@pytest.mark.slow  # three quantizations and four validation runs; test_smoothquant_per_layer_* stays in the default run
 def test_smoothquant_auto_keeps_the_candidate_closest_to_float_on_validation(make_recipe, tmp_path, monkeypatch):
     from tfc_cli.stages.quantize import static
 
