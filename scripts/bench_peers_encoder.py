@@ -4,7 +4,8 @@ interleaved.
 
 1. The fine-tuned fp32 MiniLM-L6 (runs/rt-minilm-finetune; made by `tfc compress recipes/rt-minilm-finetune.yaml`
    if missing, as scripts/bench_int8.py does).
-2. tfc's INT8: `tfc compress` of a quantize-only recipe (`--tfc static-int8:smoothquant=auto,dynamic-int8`).
+2. tfc's INT8: `tfc compress` of a quantize-only recipe (`--tfc static-int8:backend=openvino,...`), run on the
+   output's own runtime (OpenVINO for `backend: openvino`, whose graph NNCF quantized; else ONNX Runtime).
 3. OpenVINO: tfc's fp32 ONNX export read by `openvino.convert_model`; INT8 by `nncf.quantize` (model type
    TRANSFORMER, as NNCF recommends for BERT-like models) on the same 256 calibration examples tfc's static INT8
    draws (seed 0, padded to 64 tokens). Compiled for CPU with the latency hint and the given threads. On CPUs with
@@ -15,8 +16,8 @@ interleaved.
    it with ORTQuantizer's defaults for this CPU (dynamic, and static on the same calibration examples); the graphs
    it writes run here on the same ONNX Runtime as tfc's.
 
-    pip install openvino nncf          # not dependencies of tfc
-    python scripts/bench_peers_encoder.py [--repeats 200] [--tfc static-int8:smoothquant=auto,dynamic-int8]
+    pip install -e '.[openvino]'       # openvino and nncf (also in the test extras)
+    python scripts/bench_peers_encoder.py [--repeats 200] [--tfc static-int8:backend=openvino,dynamic-int8]
 """
 from __future__ import annotations
 
@@ -85,8 +86,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=200, help="timed calls at batch 1 (a quarter at batch 32)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tfc", default="static-int8:smoothquant=auto,dynamic-int8",
-                        help="tfc INT8 methods (onnxruntime), each with stage options as key=value joined by +")
+    parser.add_argument("--tfc", default="static-int8:backend=openvino,static-int8:smoothquant=auto,dynamic-int8",
+                        help="tfc INT8 methods, each with stage options as key=value joined by + (backend=openvino: "
+                             "quantized by NNCF, run on OpenVINO; else onnxruntime)")
     args = parser.parse_args()
     import nncf
     import openvino as ov
@@ -108,7 +110,10 @@ def main() -> None:
         recipe = None
         for spec in args.tfc.split(","):
             method, *extra = spec.split(":")
-            recipe = quantize_recipe(tmp, method, "onnxruntime", 10, extra[0] if extra else "")
+            options = [kv for kv in (extra[0] if extra else "").split("+") if kv]
+            backend = next((kv.split("=")[1] for kv in options if kv.startswith("backend=")), "onnxruntime")
+            options = "+".join(kv for kv in options if not kv.startswith("backend="))
+            recipe = quantize_recipe(tmp, method, backend, 10, options)
             tfc("compress", str(recipe), "--quiet")
             graph = (tmp / recipe.stem / "model.onnx").read_bytes()
             summary = json.loads((tmp / recipe.stem / "report.json").read_text())["stages"][0]["summary"]
@@ -117,8 +122,9 @@ def main() -> None:
                     f"{t['alpha'] if t['alpha'] is not None else 'none'} {t['validation_kl_to_float']:.5f} / "
                     f"{t['validation_accuracy']:.4f}" for t in summary["smoothquant"]["tried"])
                     + f"; kept {summary['smoothquant']['alpha']}")
-            runners[f"tfc {spec} (onnxruntime)"] = OrtRunner(graph, args.threads)
-            sizes[f"tfc {spec} (onnxruntime)"] = len(graph)
+            key = f"tfc {spec} ({backend})"
+            runners[key] = (OpenVinoRunner if backend == "openvino" else OrtRunner)(graph, args.threads)
+            sizes[key] = len(graph)
         data = load_task_data(parse_recipe(recipe).task, seed=0, hold_out_test=True)
         (tmp / "fp32.onnx").write_bytes(fp32)
         ov_fp32 = ov.convert_model(str(tmp / "fp32.onnx"))

@@ -77,7 +77,7 @@ def test_two_processes_give_the_one_process_result(no_dropout_model, tiny_data, 
 
 def test_bf16_mixed_precision_trains_under_autocast_and_is_recorded(no_dropout_model, tiny_data, tmp_path):
     recipe = write_recipe(tmp_path, no_dropout_model, tiny_data,
-                          "  - {type: finetune, epochs: 2, batch_size: 16, learning_rate: 1.0e-3}")
+                          "  - {type: finetune, epochs: 1, batch_size: 16, learning_rate: 1.0e-3}")
     outputs = {}
     for name, precision in (("fp32", "no"), ("fp32-again", "no"), ("bf16", "bf16")):
         run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",

@@ -1,6 +1,6 @@
 """Compressed checkpoints: an HF folder (config.json, weights, tokenizer) plus the tfc.json manifest.
 
-Weights are safetensors (torch) or model.onnx (ONNX Runtime); never pickles. `load()` rebuilds the exact
+Weights are safetensors (torch) or model.onnx (ONNX Runtime, or OpenVINO); never pickles. `load()` rebuilds the exact
 modules the manifest describes and loads the weights strictly: a missing or unexpected tensor is an error.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Checkpoint:
 
     @property
     def runtime(self) -> str:
-        return "onnxruntime" if self.onnx else "torch"
+        return self.manifest["runtime"] if self.onnx else "torch"
 
     def runner(self):
         """tfc's runner of this model on its own runtime, made once."""
@@ -191,13 +191,14 @@ def load(path: str | Path) -> Checkpoint:
     for key in ("tfc_per_layer", "tfc_load"):
         if hasattr(config, key):
             delattr(config, key)
-    if manifest.get("runtime") == "onnxruntime":
+    if manifest.get("runtime") in ("onnxruntime", "openvino"):
         onnx = folder / manifest.get("weights", ONNX)
         if not onnx.is_file():
             raise TfcError(f"{onnx}: missing (named by {MANIFEST})")
         from .onnx_model import OnnxModel
 
-        return Checkpoint(folder, manifest, config, tokenizer, model=OnnxModel(str(onnx), config), onnx=str(onnx))
+        return Checkpoint(folder, manifest, config, tokenizer, model=OnnxModel(str(onnx), config, manifest["runtime"]),
+                          onnx=str(onnx))
     return Checkpoint(folder, manifest, config, tokenizer, model=_build_torch_model(folder, manifest, config))
 
 

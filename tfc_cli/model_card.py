@@ -2,7 +2,8 @@
 
 The YAML front matter is what the Hub and its tools read (base_model, datasets, model-index, pipeline_tag, ...);
 the body says what was done, what was measured and how, and how to run the folder on its own runtime. The
-ONNX snippets use onnxruntime and tokenizers only: a deployment target does not need torch, transformers or tfc
+ONNX snippets use onnxruntime (openvino for a graph quantized for it) and tokenizers only: a deployment target does
+not need torch, transformers or tfc
 (tests/test_model_card.py runs them so).
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _library(weights: str) -> str:
     return {ONNX: "onnx", SAFETENSORS: "transformers"}.get(weights, "tfc")
 
 
-def _front_matter(report: dict, weights: str) -> dict:
+def _front_matter(report: dict, weights: str, runtime: str) -> dict:
     lm = is_lm_report(report)
     base, _ = _hub_name(report["models"]["baseline"]["source"])
     dataset, _ = _hub_name(str(report["task"]["dataset"]))
@@ -58,7 +59,7 @@ def _front_matter(report: dict, weights: str) -> dict:
     pipeline_tag = "text-generation" if lm else "text-classification"
     tags = ["tfc", "compressed"] + sorted({_TAGS[s["type"]] for s in report["stages"] if s["type"] in _TAGS})
     if weights == ONNX:
-        tags.append("onnx")
+        tags += ["onnx"] + (["openvino"] if runtime == "openvino" else [])
     card = {"base_model": base} if base and not _in_memory(base) else {}  # nothing to refer to
     if dataset and not Path(dataset).exists():  # a local file is no Hub dataset id
         card["datasets"] = [dataset]
@@ -90,11 +91,12 @@ def _lengths(report: dict) -> str:
             f"(`model_max_length` in tokenizer_config.json); latency was measured at {seq} tokens." if length else "")
 
 
-def usage(report: dict, folder: str, weights: str) -> str:
+def usage(report: dict, folder: str, weights: str, runtime: str) -> str:
     """Python that loads and runs the folder on its runtime."""
     lm = is_lm_report(report)
     if weights == ONNX:
-        return _ONNX_LM.format(folder=folder) if lm else _ONNX_CLASSIFIER.format(folder=folder)
+        return _ONNX_LM.format(folder=folder) if lm else _ONNX_CLASSIFIER.format(folder=folder,
+                                                                                 **_CLASSIFIER_ON[runtime])
     if weights == SAFETENSORS:
         return _TRANSFORMERS_LM.format(folder=folder) if lm else _TRANSFORMERS_CLASSIFIER.format(folder=folder)
     return _TFC.format(folder=folder, text="The play begins" if lm else "a gripping, funny film")
@@ -102,9 +104,9 @@ def usage(report: dict, folder: str, weights: str) -> str:
 
 def model_card(report: dict, folder: Path) -> str:
     manifest = json.loads((folder / MANIFEST).read_text())
-    weights = manifest.get("weights", SAFETENSORS)
+    weights, runtime = manifest.get("weights", SAFETENSORS), manifest.get("runtime", "torch")
     base, about = _hub_name(report["models"]["baseline"]["source"])
-    front = yaml.safe_dump(_front_matter(report, weights), sort_keys=False, allow_unicode=True)
+    front = yaml.safe_dump(_front_matter(report, weights, runtime), sort_keys=False, allow_unicode=True)
     name = report["recipe"]["name"]
     lines = ["---", front.rstrip(), "---", "", f"# {name}", "",
              f"`{report['models']['baseline']['source']}`" + (f" ({about})" if about else "")
@@ -126,7 +128,7 @@ def model_card(report: dict, folder: Path) -> str:
     if report.get("gates"):
         lines += ["Gates: " + "; ".join(f"{g['name']} {'passed' if g['passed'] else 'FAILED'} ({g['value']:.4g} vs "
                                         f"{g['threshold']})" for g in report["gates"]) + ".", ""]
-    lines += ["## How to use", "", "```python", usage(report, report["output"], weights).strip(), "```", "",
+    lines += ["## How to use", "", "```python", usage(report, report["output"], weights, runtime).strip(), "```", "",
               "report.json holds every number above; report.html shows them with the accuracy/latency chart.", ""]
     return "\n".join(lines)
 
@@ -154,11 +156,11 @@ print(model.predict(["{text}"]))
 '''
 
 _ONNX_CLASSIFIER = '''
-# onnxruntime and tokenizers only: no torch, transformers or tfc needed
+# {runtime} and tokenizers only: no torch, transformers or tfc needed
 import json
 
 import numpy as np
-import onnxruntime as ort
+{runtime_import}
 from tokenizers import Tokenizer
 
 folder = "{folder}"
@@ -166,15 +168,29 @@ config = json.load(open(f"{{folder}}/config.json"))
 max_length = json.load(open(f"{{folder}}/tokenizer_config.json")).get("model_max_length", 512)
 tokenizer = Tokenizer.from_file(f"{{folder}}/tokenizer.json")
 tokenizer.enable_truncation(max_length)
-session = ort.InferenceSession(f"{{folder}}/model.onnx", providers=["CPUExecutionProvider"])
+{session}
 
 encoding = tokenizer.encode("a gripping, funny film")
 feeds = {{"input_ids": [encoding.ids], "attention_mask": [encoding.attention_mask], "token_type_ids": [encoding.type_ids]}}
-names = [i.name for i in session.get_inputs()]
-logits = session.run(["logits"], {{n: np.array(feeds[n], dtype=np.int64) for n in names}})[0][0]
+{logits}
 probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
 print(config["id2label"][str(int(probs.argmax()))], float(probs.max()))
 '''
+
+# The classifier snippet's runtime-specific lines (their braces are code, not placeholders).
+_CLASSIFIER_ON = {
+    "onnxruntime": {
+        "runtime": "onnxruntime", "runtime_import": "import onnxruntime as ort",
+        "session": 'session = ort.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])',
+        "logits": 'names = [i.name for i in session.get_inputs()]\n'
+                  'logits = session.run(["logits"], {n: np.array(feeds[n], dtype=np.int64) for n in names})[0][0]'},
+    "openvino": {
+        "runtime": "openvino", "runtime_import": "import openvino as ov",
+        "session": "# f32: on CPUs with AMX or AVX-512 BF16, OpenVINO would run the float layers in bf16 otherwise\n"
+                   'model = ov.Core().compile_model(f"{folder}/model.onnx", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})',
+        "logits": "names = [i.get_any_name() for i in model.inputs]\n"
+                  'logits = model({n: np.array(feeds[n], dtype=np.int64) for n in names})[model.output("logits")][0]'},
+}
 
 _ONNX_LM = '''
 # onnxruntime and tokenizers only: no torch, transformers or tfc needed. Greedy decoding with the KV cache:

@@ -89,7 +89,7 @@ def read_manifest(folder: str | Path) -> dict | None:
     return check_manifest(manifest, path)
 
 
-_RUNTIMES = ("torch", "onnxruntime")
+_RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 
 def check_manifest(manifest, path: Path) -> dict:

@@ -17,12 +17,14 @@ class ModelState:
     model: Any  # a transformers model (torch); None once the model lives only as ONNX
     tokenizer: Any
     config: Any  # transformers PretrainedConfig
-    onnx: bytes | None = None  # serialized ONNX model when the runtime is ONNX Runtime
+    onnx: bytes | None = None  # serialized ONNX model (run by ONNX Runtime, or OpenVINO when quantized for it)
     transforms: list = field(default_factory=list)  # what tfc did to the model, in order (tfc.json schema 2)
 
     @property
     def runtime(self) -> str:
-        return "onnxruntime" if self.onnx is not None else "torch"
+        from .transforms import graph_runtime
+
+        return graph_runtime(self.transforms) if self.onnx is not None else "torch"
 
 
 def load_causal_lm(info: ModelInfo, policy: LoadPolicy = LoadPolicy()) -> ModelState:

@@ -18,17 +18,23 @@ def _numpy(value) -> np.ndarray:
 
 
 class OnnxModel:
-    def __init__(self, path: str, config, threads: int | None = None):
-        self.path, self.config, self.threads = path, config, threads
+    """The graph at `path` on `runtime` (onnxruntime, or openvino for a graph quantized for it)."""
+
+    def __init__(self, path: str, config, runtime: str = "onnxruntime", threads: int | None = None):
+        self.path, self.config, self.runtime, self.threads = path, config, runtime, threads
         self._runner = None
 
     @property
-    def runner(self):
-        """The ONNX Runtime session, opened on first use (loading a folder only to read its config stays cheap)."""
-        if self._runner is None:
-            from .runtimes import graphs_for
+    def onnx(self) -> str:  # what the runtimes read a graph from (runtimes.py)
+        return self.path
 
-            self._runner = graphs_for(self.config).ort_runner(self.path, self.config, self.threads)
+    @property
+    def runner(self):
+        """The runtime's session, opened on first use (loading a folder only to read its config stays cheap)."""
+        if self._runner is None:
+            from .runtimes import runner_for
+
+            self._runner = runner_for(self, self.threads)
         return self._runner
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, **_ignored) -> OnnxOutput:

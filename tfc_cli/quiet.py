@@ -7,8 +7,10 @@ import logging
 import warnings
 
 
-# torch.export reports every shape it specialises, transformers' exporter that it is experimental: not for users.
-_LOGGERS = ("", "torch.onnx", "torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes", "transformers")
+# torch.export reports every shape it specialises, transformers' exporter that it is experimental, NNCF its
+# statistics passes and dataset sizes: not for users.
+_LOGGERS = ("", "torch.onnx", "torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes", "transformers",
+            "nncf")
 
 
 @contextlib.contextmanager

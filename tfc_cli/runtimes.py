@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .errors import UsageError
+from .errors import TfcError, UsageError
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,13 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in (Torch(), TorchCompile(), Onn
 
 
 def runner_for(model, threads: int | None = None):
-    """The runner of a ModelState or loaded Checkpoint on its own runtime (ONNX Runtime for a graph, else torch)."""
-    native = RUNTIMES["onnxruntime" if model.onnx is not None else "torch"]
-    return native.runner(model, graphs_for(model.config), threads)
+    """The runner of a ModelState, loaded Checkpoint or OnnxModel on its own runtime (`model.runtime`: torch, ONNX
+    Runtime, or OpenVINO for a graph quantized for it)."""
+    native, graphs = RUNTIMES[model.runtime], graphs_for(model.config)
+    reason = native.refuses(model, graphs)
+    if reason:
+        raise TfcError(f"this model runs on {native.name}, but {reason}")
+    return native.runner(model, graphs, threads)
 
 
 def runtimes_for(model) -> list[str]:

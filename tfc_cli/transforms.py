@@ -103,6 +103,13 @@ def replay(model, transforms: list[dict], where: str = "tfc.json") -> None:
             raise TfcError(f"{where}: malformed '{t['op']}' record ({err})") from None
 
 
+def graph_runtime(transforms: list[dict]) -> str:
+    """The runtime an ONNX graph was made for: OpenVINO when the last quantization targeted it (NNCF's QDQ graph,
+    quant/nncf_int8.py), else ONNX Runtime."""
+    backends = [t.get("backend") for t in transforms if t["op"] == "quantize"]
+    return "openvino" if backends and backends[-1] == "openvino" else "onnxruntime"
+
+
 def has(transforms: list[dict], op: str) -> bool:
     return any(t["op"] == op for t in transforms)
 

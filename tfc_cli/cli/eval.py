@@ -19,7 +19,7 @@ from ..lm.perplexity import perplexity, text_token_ids
 from ..model_info import head_kind_problem, max_positions
 from ..hf_classes import is_causal_lm
 from ..recipe import TaskConfig, parse_recipe
-from ..runtimes import runner_for
+from ..runtimes import RUNTIMES, runner_for, runner_on
 from ..trust import LoadPolicy
 from .common import err, handle_errors, out, set_quiet
 
@@ -41,7 +41,13 @@ def _task(recipe: Optional[Path], dataset: Optional[str], text: str, text_pair: 
                       max_length=max_length, max_eval_samples=max_samples, eval_split=split)
 
 
-def _perplexity(model: str, ckpt, task: TaskConfig, stride: Optional[int], max_tokens: Optional[int]) -> dict:
+def _runner(ckpt, runtime: str):
+    """The checkpoint on its own runtime (native), or on the one asked for (a torch model exported or compiled)."""
+    return runner_for(ckpt) if runtime == "native" else runner_on(ckpt, runtime)
+
+
+def _perplexity(model: str, ckpt, task: TaskConfig, stride: Optional[int], max_tokens: Optional[int],
+                runtime: str) -> dict:
     """A causal LM's perplexity on the task's text (the recipe's window and stride unless given here)."""
     stride = stride or task.stride or max(1, task.max_length // 2)
     if task.max_length < 2:
@@ -50,8 +56,9 @@ def _perplexity(model: str, ckpt, task: TaskConfig, stride: Optional[int], max_t
         raise UsageError(f"--stride ({stride}) cannot exceed the window (--max-length {task.max_length})")
     data = load_text_data(task)
     ids = text_token_ids(ckpt.tokenizer, data.text, max_tokens or task.max_eval_tokens)
-    return {"model": model, "dataset": data.source, "runtime": ckpt.runtime, "split": data.eval_split,
-            **perplexity(runner_for(ckpt), ids, task.max_length, stride, label=model)}
+    runner = _runner(ckpt, runtime)
+    return {"model": model, "dataset": data.source, "runtime": runner.runtime, "split": data.eval_split,
+            **perplexity(runner, ids, task.max_length, stride, label=model)}
 
 
 @handle_errors
@@ -69,12 +76,16 @@ def eval_command(
     stride: Optional[int] = typer.Option(None, "--stride", min=1, help="causal LM: tokens between perplexity windows "
                                          "(default: half of --max-length, the window)"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="causal LM: score at most this many tokens"),
+    runtime: str = typer.Option("native", "--runtime", help="native (the checkpoint's own) | "
+                                + " | ".join(RUNTIMES) + "; a torch model is exported or compiled on demand"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     allow_pickle_weights: bool = typer.Option(False, "--allow-pickle-weights", help="load .bin/.pt weights (restricted unpickler)"),
 ):
     """Accuracy and macro F1 of a classifier, or perplexity of a causal LM, on a task's evaluation data."""
     set_quiet(quiet or as_json)
+    if runtime not in ("native", *RUNTIMES):
+        raise UsageError(f"--runtime must be one of native, {', '.join(RUNTIMES)}, got '{runtime}'")
     task = _task(recipe, dataset, text, text_pair, label, max_length or 128, max_samples, split, max_length)
     ckpt = open_model(model, policy=LoadPolicy(allow_pickle_weights=allow_pickle_weights))
     if not is_causal_lm(ckpt.config) and (problem := head_kind_problem(ckpt.config)):
@@ -86,7 +97,7 @@ def eval_command(
         what = "the recipe's task.max_length" if recipe and not max_length else "--max-length"
         raise UsageError(f"{what} is {task.max_length} tokens, but the positions of {model} allow at most {limit}")
     if is_causal_lm(ckpt.config):
-        result = _perplexity(model, ckpt, task, stride, max_tokens)
+        result = _perplexity(model, ckpt, task, stride, max_tokens, runtime)
         headers = ("model", "runtime", "text", "tokens scored", "window / stride", "perplexity")
         row = (model, result["runtime"], result["dataset"], str(result["tokens"]), f"{result['window']} / {result['stride']}",
                f"{result['perplexity']:.3f}")
@@ -97,8 +108,9 @@ def eval_command(
         loaded = (load_task_data(task, seed=parse_recipe(recipe).seed, hold_out_test=True) if recipe
                   else load_task_data(task))
         data = match_trained_head(loaded, head_labels(ckpt.config), model)
-        result = {"model": model, "dataset": data.source, "runtime": ckpt.runtime,
-                  **evaluate(runner_for(ckpt), ckpt.tokenizer, data, task.max_length, label=model)}
+        runner = _runner(ckpt, runtime)
+        result = {"model": model, "dataset": data.source, "runtime": runner.runtime,
+                  **evaluate(runner, ckpt.tokenizer, data, task.max_length, label=model)}
         headers = ("model", "runtime", "split", "samples", "accuracy", "majority-class rate", "macro F1")
         row = (model, result["runtime"], result["split"], str(result["samples"]), f"{result['accuracy']:.4f}",
                f"{result['majority_rate']:.4f}", f"{result['macro_f1']:.4f}")

@@ -10,13 +10,14 @@ from ...quant.qat import insert_fake_quant, remove_fake_quant
 from ...schema import param
 from ..base import StageContext
 from ..finetune import Finetune, FinetuneConfig
-from .method import METHOD_HELP
+from .method import BACKEND_HELP, METHOD_HELP
 from .static import StaticInt8, StaticInt8Config
 
 
 @dataclass(frozen=True)
 class QatInt8Config(StaticInt8Config):
     method: Literal["qat-int8"] = param("qat-int8", help=METHOD_HELP)
+    backend: Literal["onnxruntime"] = param("onnxruntime", help=BACKEND_HELP)
     qat_epochs: int = param(1, help="fake-quantized fine-tuning epochs", min=1)
     qat_learning_rate: float = param(1e-5, help="learning rate of the fake-quantized fine-tuning", min=0,
                                      min_exclusive=True)

@@ -1,5 +1,7 @@
-"""`method: static-int8` (onnxruntime): activation scales fixed beforehand from `calibration_samples` training
-examples (a seeded sample), QDQ format; no per-call range computation. With `smoothquant: ALPHA`, activation
+"""`method: static-int8`: activation scales fixed beforehand from `calibration_samples` training examples (a seeded
+sample), QDQ format; no per-call range computation. `backend: onnxruntime` quantizes with onnxruntime.quantization
+(MatMul and Gather); `backend: openvino` with NNCF's transformer preset (quant/nncf_int8.py), and the output runs
+on OpenVINO. With `smoothquant: ALPHA`, activation
 outliers are moved into the weights first (quant/smoothquant.py); `smoothquant: per-layer` fits each Linear's alpha
 to its own output error on the calibration rows; `smoothquant: auto` quantizes the model with each of AUTO_ALPHAS,
 per-layer and without SmoothQuant, and keeps the one whose validation logits are closest to the float model's
@@ -18,11 +20,13 @@ from ...arch import BY_MODEL_TYPE, family_for, known_types
 from ...evaluate import predict
 from ...logits import kl_divergence
 from ...onnx_export import export_onnx
+from ...quant import nncf_int8
 from ...quant.onnx_int8 import OnnxInt8, has_vnni
 from ...quant.smoothquant import smooth
 from ...runners import OrtRunner, TorchRunner
 from ...schema import param
-from ..base import StageContext
+from ...transforms import transform
+from ..base import StageContext, StageResult
 from .int8 import Int8Config, OnnxInt8Method, model_inputs
 from .method import BACKEND_HELP, METHOD_HELP
 
@@ -38,25 +42,46 @@ AUTO_ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)
 @dataclass(frozen=True)
 class StaticInt8Config(Int8Config):
     method: Literal["static-int8"] = param("static-int8", help=METHOD_HELP)
-    backend: Literal["onnxruntime"] = param("onnxruntime", help=BACKEND_HELP)
+    backend: Literal["onnxruntime", "openvino"] = param(
+        "onnxruntime", help=BACKEND_HELP + "; openvino: quantized by NNCF (pip install 'tfc[openvino]')")
     calibration_samples: int = param(256, help="training examples that set the activation scales", min=1)
-    calibration: Literal["minmax", "percentile", "entropy"] = param("minmax", help="how activation ranges are calibrated")
+    calibration: Literal["minmax", "percentile", "entropy"] = param(
+        "minmax", help="how activation ranges are calibrated (onnxruntime; NNCF sets its own)")
     smoothquant: Optional[Union[float, Literal["auto", "per-layer"]]] = param(
         None, help="SmoothQuant alpha (0-1, typically 0.5): move activation outliers into the weights first; "
         "'per-layer': each Linear's alpha fitted to its INT8 output error on the calibration examples; 'auto': the "
         "alpha, per-layer or none whose INT8 model is closest to the float model on validation", min=0, max=1)
 
 
+def openvino_problems(c: StaticInt8Config) -> list[str]:
+    """What `backend: openvino` cannot do: its ranges, weight scales and float layers are NNCF's choice."""
+    problems = [p for p in [nncf_int8.missing()] if p]
+    if c.calibration != "minmax":
+        problems.append(f"calibration: {c.calibration} is onnxruntime's; NNCF (backend openvino) sets its own ranges")
+    if not c.per_channel:
+        problems.append("per_channel: false is onnxruntime's; NNCF (backend openvino) scales weights per channel")
+    if c.smoothquant in ("auto", "per-layer"):
+        problems.append(f"smoothquant: {c.smoothquant} fits onnxruntime's quantizer; with backend openvino give an "
+                        "alpha (0-1) or none")
+    if c.max_accuracy_drop is not None:
+        problems.append("max_accuracy_drop is not available with backend openvino (the guard runs onnxruntime's "
+                        "quantizer)")
+    return problems
+
+
 class StaticInt8(OnnxInt8Method):
     method = "static-int8"
     Config = StaticInt8Config
-    help = "int8 weights and activations with scales calibrated on training examples (onnxruntime, QDQ)"
+    help = "int8 weights and activations with scales calibrated on training examples (onnxruntime or openvino, QDQ)"
     ort_method = "static-int8"
 
     def validate(self, info, task: str) -> list[str]:
         problems = super().validate(info, task)
-        if self.config.smoothquant is not None and info.model_type not in BY_MODEL_TYPE:
+        c = self.config
+        if c.smoothquant is not None and info.model_type not in BY_MODEL_TYPE:
             problems.append(f"smoothquant does not know model type '{info.model_type}' (known: {known_types()})")
+        if c.backend == "openvino":
+            problems += openvino_problems(c)
         return problems
 
     def needs_train(self) -> bool:
@@ -67,6 +92,11 @@ class StaticInt8(OnnxInt8Method):
 
     def plan(self, info) -> str:
         c = self.config
+        if c.backend == "openvino":
+            smooth_note = "" if c.smoothquant is None else f"SmoothQuant (alpha {c.smoothquant}), then "
+            return (f"static-int8 for openvino: {smooth_note}export to ONNX, then NNCF's post-training quantization "
+                    f"(transformer preset: ranges from {c.calibration_samples} training examples, fast bias "
+                    "correction), QDQ graph run by OpenVINO; weights about 4x smaller")
         smooth_note = "" if c.smoothquant is None else (
             f"SmoothQuant with the alpha of {', '.join(map(str, AUTO_ALPHAS))}, per-layer or none whose INT8 "
             "logits are closest to the float model's on validation, then " if c.smoothquant == "auto" else
@@ -76,6 +106,18 @@ class StaticInt8(OnnxInt8Method):
         return (f"static-int8 on onnxruntime: {smooth_note}export to ONNX, calibrate activation ranges ({c.calibration}) "
                 f"on {c.calibration_samples} training examples, then quantize every MatMul and Gather (QDQ, weights "
                 f"{'per channel' if c.per_channel else 'per tensor'}); weights about 4x smaller")
+
+    def apply(self, state, ctx: StageContext) -> StageResult:
+        if self.config.backend != "openvino":
+            return super().apply(state, ctx)
+        changes = {"method": self.method, "backend": "openvino", "weights": "int8", "per_channel": True,
+                   "quantizer": f"nncf {nncf_int8.version()}"}
+        summary = {"quantizer": changes["quantizer"]}
+        _, batches = self._calibration(state, ctx, changes, summary)
+        changes["activations"] = f"int8 static (NNCF's ranges from {summary['calibration_samples']} training examples)"
+        state.onnx = nncf_int8.nncf_quantize(export_onnx(state.model, state.tokenizer), batches)
+        state.model = None  # the ONNX graph is now the model; its transform's backend makes OpenVINO its runtime
+        return StageResult(state, summary=summary, transforms=[transform("quantize", **changes)])
 
     def _calibration(self, state, ctx: StageContext, changes: dict, summary: dict) -> tuple[str, list[dict]]:
         c = self.config
