@@ -4,13 +4,13 @@ against the naive competitor: the teacher cut to its first k layers and fine-tun
 Steps (each skipped when its output already holds a report, so an interrupted run can go on):
 1. the teacher: `tfc compress recipes/rt-minilm-finetune.yaml`
 2. CoFi: the cofi stage of recipes/rt-minilm-cofi60-int8.yaml and rt-minilm-cofi90.yaml, run on the teacher
-3. INT8: a dynamic-int8 (ONNX Runtime) recipe on each CoFi result
+3. INT8: a dynamic-int8 (ONNX Runtime) recipe and a static-int8 for OpenVINO (NNCF) recipe on each CoFi result
 4. truncated teachers: first k layers, k matching each CoFi result's prunable weights, fine-tuned for as many
    epochs as CoFi trained (pruning + fine-tuning)
 5. latency of every model against the teacher, interleaved in one process (`tfc bench --baseline`), batch 1 and 32
 Prints a Markdown table for docs/BENCHMARKS.md and writes runs/bench-cofi/results.json.
 
-    python scripts/bench_cofi.py [--repeats 100]
+    python scripts/bench_cofi.py [--repeats 100] [--sparsities 60,90] [--no-first-k]
 """
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ def latency(model: Path, batch: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=100, help="timed calls at batch 1 (a quarter at batch 32)")
+    parser.add_argument("--sparsities", default="60,90", help="CoFi points to run (of 60, 90)")
+    parser.add_argument("--no-first-k", action="store_true", help="skip the truncated-teacher competitors")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if not (TEACHER / "tfc.json").exists():
@@ -82,7 +84,9 @@ def main() -> None:
     layer_params = dims.prunable_params() // dims.num_layers  # attention+FFN weights per layer
     rows = {"teacher (fp32)": {"folder": TEACHER, "accuracy": teacher_report["models"]["compressed"]["metrics"]["accuracy"],
                                "prunable": dims.prunable_params(), "wall_s": teacher_report["wall_s"]}}
-    for sparsity, recipe in ((60, "rt-minilm-cofi60-int8"), (90, "rt-minilm-cofi90")):
+    recipes = {60: "rt-minilm-cofi60-int8", 90: "rt-minilm-cofi90"}
+    for sparsity in map(int, args.sparsities.split(",")):
+        recipe = recipes[sparsity]
         spec = yaml.safe_load((ROOT / "recipes" / f"{recipe}.yaml").read_text())
         cofi = next(s for s in spec["stages"] if s["type"] == "cofi")
         report = run_recipe(f"cofi{sparsity}", TEACHER, [cofi])
@@ -92,6 +96,13 @@ def main() -> None:
         int8 = run_recipe(f"cofi{sparsity}-int8", OUT / f"cofi{sparsity}", [{"type": "quantize", "method": "dynamic-int8", "backend": "onnxruntime"}])
         rows[f"CoFi {sparsity}% + INT8 (ORT)"] = {"folder": OUT / f"cofi{sparsity}-int8", "accuracy": int8["models"]["compressed"]["metrics"]["accuracy"],
                                                 "prunable": pruning["prunable_params"], "wall_s": report["wall_s"] + int8["wall_s"]}
+        ov = run_recipe(f"cofi{sparsity}-int8-openvino", OUT / f"cofi{sparsity}",
+                        [{"type": "quantize", "method": "static-int8", "backend": "openvino"}])
+        rows[f"CoFi {sparsity}% + static INT8 (NNCF, OpenVINO)"] = {
+            "folder": OUT / f"cofi{sparsity}-int8-openvino", "accuracy": ov["models"]["compressed"]["metrics"]["accuracy"],
+            "prunable": pruning["prunable_params"], "wall_s": report["wall_s"] + ov["wall_s"]}
+        if args.no_first_k:
+            continue
         k = max(1, round(pruning["prunable_params"] / layer_params))
         epochs = cofi["epochs"] + cofi["finetune_epochs"]
         trunc = run_recipe(f"first{k}-ft{epochs}", truncated_teacher(k),
