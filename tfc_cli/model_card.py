@@ -3,8 +3,7 @@
 The YAML front matter is what the Hub and its tools read (base_model, datasets, model-index, pipeline_tag, ...);
 the body says what was done, what was measured and how, and how to run the folder on its own runtime. The
 ONNX snippets use onnxruntime (openvino for a graph quantized for it) and tokenizers only: a deployment target does
-not need torch, transformers or tfc
-(tests/test_model_card.py runs them so).
+not need torch, transformers or tfc (tests/test_model_card.py runs them so).
 """
 from __future__ import annotations
 
