@@ -1,16 +1,18 @@
-"""Benchmark CoFi pruning (60% and 90%, each with and without INT8) against the fine-tuned MiniLM-L6 teacher and
-against the naive competitor: the teacher cut to its first k layers and fine-tuned as long.
+"""Benchmark CoFi pruning (60% and 90% of the weights, or a latency target such as 2x; each with and without INT8)
+against the fine-tuned MiniLM-L6 teacher and against the naive competitor: the teacher cut to its first k layers and
+fine-tuned as long.
 
 Steps (each skipped when its output already holds a report, so an interrupted run can go on):
 1. the teacher: `tfc compress recipes/rt-minilm-finetune.yaml`
-2. CoFi: the cofi stage of recipes/rt-minilm-cofi60-int8.yaml and rt-minilm-cofi90.yaml, run on the teacher
+2. CoFi: the cofi stage of recipes/rt-minilm-cofi60-int8.yaml and rt-minilm-cofi90.yaml, or of
+   rt-minilm-cofi-2x-int8.yaml with each `--speedups` target, run on the teacher
 3. INT8: a dynamic-int8 (ONNX Runtime) recipe and a static-int8 for OpenVINO (NNCF) recipe on each CoFi result
 4. truncated teachers: first k layers, k matching each CoFi result's prunable weights, fine-tuned for as many
    epochs as CoFi trained (pruning + fine-tuning)
 5. latency of every model against the teacher, interleaved in one process (`tfc bench --baseline`), batch 1 and 32
 Prints a Markdown table for docs/BENCHMARKS.md and writes runs/bench-cofi/results.json.
 
-    python scripts/bench_cofi.py [--repeats 100] [--sparsities 60,90] [--no-first-k]
+    python scripts/bench_cofi.py [--repeats 100] [--sparsities 60,90] [--speedups 2] [--no-first-k]
 """
 from __future__ import annotations
 
@@ -48,6 +50,12 @@ def run_recipe(name: str, model: Path, stages: list[dict]) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
+def cofi_stage(recipe: str, **overrides) -> dict:
+    """The cofi stage of a shipped recipe, with `overrides`."""
+    spec = yaml.safe_load((ROOT / "recipes" / f"{recipe}.yaml").read_text())
+    return next(s for s in spec["stages"] if s["type"] == "cofi") | overrides
+
+
 def truncated_teacher(k: int) -> Path:
     """The teacher with only its first k encoder layers, saved as a plain HF folder."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -73,7 +81,9 @@ def latency(model: Path, batch: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=100, help="timed calls at batch 1 (a quarter at batch 32)")
-    parser.add_argument("--sparsities", default="60,90", help="CoFi points to run (of 60, 90)")
+    parser.add_argument("--sparsities", default="60,90", help="CoFi weight targets to run (of 60, 90; '' for none)")
+    parser.add_argument("--speedups", default="", help="CoFi latency targets to run (e.g. 2,3): target_speedup with "
+                        "the schedule of rt-minilm-cofi-2x-int8.yaml")
     parser.add_argument("--no-first-k", action="store_true", help="skip the truncated-teacher competitors")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -84,22 +94,21 @@ def main() -> None:
     layer_params = dims.prunable_params() // dims.num_layers  # attention+FFN weights per layer
     rows = {"teacher (fp32)": {"folder": TEACHER, "accuracy": teacher_report["models"]["compressed"]["metrics"]["accuracy"],
                                "prunable": dims.prunable_params(), "wall_s": teacher_report["wall_s"]}}
-    recipes = {60: "rt-minilm-cofi60-int8", 90: "rt-minilm-cofi90"}
-    for sparsity in map(int, args.sparsities.split(",")):
-        recipe = recipes[sparsity]
-        spec = yaml.safe_load((ROOT / "recipes" / f"{recipe}.yaml").read_text())
-        cofi = next(s for s in spec["stages"] if s["type"] == "cofi")
-        report = run_recipe(f"cofi{sparsity}", TEACHER, [cofi])
+    points = [(f"CoFi {s}%", f"cofi{s}", cofi_stage({60: "rt-minilm-cofi60-int8", 90: "rt-minilm-cofi90"}[s]))
+              for s in map(int, filter(None, args.sparsities.split(",")))]
+    points += [(f"CoFi {x:g}x latency target", f"cofi-{x:g}x", cofi_stage("rt-minilm-cofi-2x-int8", target_speedup=x))
+               for x in map(float, filter(None, args.speedups.split(",")))]
+    for label, name, cofi in points:
+        report = run_recipe(name, TEACHER, [cofi])
         pruning = report["structure"]
-        rows[f"CoFi {sparsity}% (fp32)"] = {"folder": OUT / f"cofi{sparsity}", "accuracy": report["models"]["compressed"]["metrics"]["accuracy"],
-                                          "prunable": pruning["prunable_params"], "wall_s": report["wall_s"], "structure": pruning}
-        int8 = run_recipe(f"cofi{sparsity}-int8", OUT / f"cofi{sparsity}", [{"type": "quantize", "method": "dynamic-int8", "backend": "onnxruntime"}])
-        rows[f"CoFi {sparsity}% + INT8 (ORT)"] = {"folder": OUT / f"cofi{sparsity}-int8", "accuracy": int8["models"]["compressed"]["metrics"]["accuracy"],
-                                                "prunable": pruning["prunable_params"], "wall_s": report["wall_s"] + int8["wall_s"]}
-        ov = run_recipe(f"cofi{sparsity}-int8-openvino", OUT / f"cofi{sparsity}",
-                        [{"type": "quantize", "method": "static-int8", "backend": "openvino"}])
-        rows[f"CoFi {sparsity}% + static INT8 (NNCF, OpenVINO)"] = {
-            "folder": OUT / f"cofi{sparsity}-int8-openvino", "accuracy": ov["models"]["compressed"]["metrics"]["accuracy"],
+        rows[f"{label} (fp32)"] = {"folder": OUT / name, "accuracy": report["models"]["compressed"]["metrics"]["accuracy"],
+                                   "prunable": pruning["prunable_params"], "wall_s": report["wall_s"], "structure": pruning}
+        int8 = run_recipe(f"{name}-int8", OUT / name, [{"type": "quantize", "method": "dynamic-int8", "backend": "onnxruntime"}])
+        rows[f"{label} + INT8 (ORT)"] = {"folder": OUT / f"{name}-int8", "accuracy": int8["models"]["compressed"]["metrics"]["accuracy"],
+                                         "prunable": pruning["prunable_params"], "wall_s": report["wall_s"] + int8["wall_s"]}
+        ov = run_recipe(f"{name}-int8-openvino", OUT / name, [{"type": "quantize", "method": "static-int8", "backend": "openvino"}])
+        rows[f"{label} + static INT8 (NNCF, OpenVINO)"] = {
+            "folder": OUT / f"{name}-int8-openvino", "accuracy": ov["models"]["compressed"]["metrics"]["accuracy"],
             "prunable": pruning["prunable_params"], "wall_s": report["wall_s"] + ov["wall_s"]}
         if args.no_first_k:
             continue

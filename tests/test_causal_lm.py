@@ -256,6 +256,7 @@ def test_weight_only_int4_shrinks_real_linear_weights(tmp_path):
     ("- {type: quantize, method: weight-only, backend: torch}", "'backend' in stage 1 (quantize) must be 'onnxruntime'"),
     ("- {type: quantize, method: weight-only, group_size: 48}", "group_size"),
     ("- {type: quantize, method: weight-only, bits: 8, algorithm: hqq}", "algorithm 'hqq' quantizes to 4 bits only"),
+    ("- {type: cofi, target_speedup: 2}", "target_speedup prices a classifier's forward pass"),
 ])
 def test_what_does_not_apply_to_a_causal_lm_is_refused_before_loading(tmp_path, tiny_llama, tiny_text, stages, message):
     result = runner.invoke(app, ["validate", str(lm_recipe(tmp_path, tiny_llama, tiny_text, stages))])

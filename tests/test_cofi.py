@@ -18,8 +18,10 @@ from tfc_cli.arch.surgery import fold, resize
 from tfc_cli.cli.app import app
 from tfc_cli.distill import default_teacher_layers, layer_loss
 from tfc_cli.cofi.gates import CofiGates, HardConcrete
-from tfc_cli.cofi.target import achieved_sparsity, project
+from tfc_cli.cofi.budget import LatencyBudget, SparsityBudget, achieved_sparsity, kept_counts
+from tfc_cli.cofi.target import project
 from tfc_cli.errors import TfcError
+from tfc_cli.prune.costs import CostTable
 
 runner = CliRunner()
 LAYERS, HEADS, HIDDEN, FFN = 3, 4, 32, 37
@@ -139,12 +141,52 @@ def test_projection_lands_on_target():
         g.log_alpha.data = torch.randn_like(g.log_alpha) + 3  # mostly open: far below a 0.5 target
     final = gates.deterministic()
     assert achieved_sparsity(final, dims) < 0.3
-    projected, moved = project(final, gates, 0.5, 0.005)
+    projected, moved = project(final, gates, SparsityBudget(dims, 0.5), 0.005)
     assert moved > 0
     assert achieved_sparsity(projected, dims) == pytest.approx(0.5, abs=0.01)
     # removed units are the weakest: every kept FFN unit has a higher log-alpha than every removed one
     la = gates.gates["ffn"].log_alpha
     assert la[projected.ffn != 0].min() > la[(projected.ffn == 0) & (final.ffn != 0)].max()
+
+
+def flat_attention_table() -> CostTable:
+    """Attention costs 1 ms per layer whatever its heads (all overhead); an FFN 0.01 ms per unit; 0.5 ms besides."""
+    return CostTable("ms", 0.5, {0: 0.0} | {g: 1.0 for g in range(1, HEADS + 1)},
+                     {0: 0.0, 10: 0.1, 20: 0.2, FFN: FFN * 0.01})
+
+
+def test_latency_budget_prices_sublayers_by_the_table():
+    budget = LatencyBudget(DIMS, flat_attention_table(), speedup=1.5)
+    assert budget.full_ms == pytest.approx(0.5 + LAYERS * (1.0 + FFN * 0.01))
+    assert budget.target == pytest.approx(1 / 3)
+    everything = Gates(mha=torch.ones(LAYERS), heads=torch.ones(LAYERS, HEADS), ffn=torch.ones(LAYERS, FFN))
+    assert budget.achieved(everything) == pytest.approx(0, abs=1e-6)
+    one_head_each = Gates(heads=torch.zeros(LAYERS, HEADS).index_fill_(1, torch.tensor([0]), 1.0))
+    assert budget.achieved(one_head_each) == pytest.approx(0, abs=1e-6)  # heads are free under this table: only a whole sublayer saves
+    no_attention_0 = Gates(mha=torch.tensor([0.0, 1, 1]))
+    assert budget.predicted_ms(no_attention_0) == pytest.approx(budget.full_ms - 1.0)
+    fifteen_units = Gates(ffn=(torch.arange(FFN) < 15).float().expand(LAYERS, FFN))
+    assert budget.predicted_ms(fifteen_units) == pytest.approx(0.5 + LAYERS * (1.0 + 0.15))  # between grid points
+    half = Gates(hidden=(torch.arange(HIDDEN) < HIDDEN // 2).float())
+    assert budget.predicted_ms(half) == pytest.approx(budget.full_ms)  # hidden dims are priced at nothing (measured)
+
+
+def test_latency_budget_is_differentiable_and_projects_to_whole_sublayers():
+    table = flat_attention_table()
+    budget = LatencyBudget(DIMS, table, speedup=1.5)
+    gates = CofiGates(DIMS, {"mha": True, "heads": True, "ffn_layer": True, "ffn": True}, 0.5)
+    budget.expected(gates).backward()
+    assert float(gates.gates["mha"].log_alpha.grad.abs().min()) > 0  # the latency term reaches every sublayer gate
+    for g in gates.gates.values():
+        g.log_alpha.data.fill_(5.0)  # all open: nothing removed yet
+    gates.gates["mha"].log_alpha.data[0] = 4.0  # the weakest gate: the first to go
+    final = gates.deterministic()
+    assert budget.achieved(final) == pytest.approx(0, abs=1e-6)
+    projected, moved = project(final, gates, budget, 0.005)
+    assert moved > 0 and budget.achieved(projected) == pytest.approx(budget.target, abs=0.005)
+    # removing heads saves nothing here, so the target is met by whole attention sublayers and FFN units
+    heads, units, _ = kept_counts(projected, DIMS)
+    assert (heads == 0).sum() >= 1 and set(heads.tolist()) <= {0.0, float(HEADS)}
 
 
 def test_layer_matching_finds_the_student_layer_that_holds_each_teacher_layer():
@@ -301,7 +343,40 @@ def test_each_granularity_can_be_switched_off(make_recipe, tiny_classifier, off)
     assert [x["heads"] for x in layers] == list(dims.groups) and dims.hidden == pruning["hidden_size"]
 
 
+def test_cofi_with_a_speedup_target_prices_gates_by_a_measured_table(make_recipe, tiny_classifier):
+    """target_speedup: the table is measured on this machine, the gates are projected onto its prediction, and the
+    pruned model is timed against the unpruned one; all of it is recorded."""
+    recipe = make_recipe("""
+      - {type: cofi, target_speedup: 1.6, epochs: 3, sparsity_warmup_epochs: 1, finetune_epochs: 1,
+         learning_rate: 1.0e-3, reg_learning_rate: 0.05, batch_size: 32}
+    """, model=tiny_classifier, name="speedup")
+    result = runner.invoke(app, ["compress", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "latency table on torch" in result.output and "predicted" in result.output
+    out = recipe.parent / "out" / "speedup"
+    manifest = json.loads((out / "tfc.json").read_text())
+    [pruning] = manifest["transforms"]
+    assert pruning["target_speedup"] == 1.6 and pruning["target_sparsity"] is None
+    assert 0 < pruning["sparsity_of_original"] < 1
+    summary = manifest["stages"][0]["summary"]
+    table = summary["cost_table"]
+    assert table["unit"] == "ms" and table["runtime"] == "torch" and table["batch_size"] == 2 and table["seq_len"] == 16
+    assert set(table["heads"]) == {str(g) for g in range(HEADS + 1)} or set(table["heads"]) == set(range(HEADS + 1))
+    # the projection lands on the table's prediction of the target, as near as whole gates allow; a pruned copy is
+    # then timed, and a shortfall is projected again onto a target raised by it
+    as_projected = summary["measured_speedup_as_projected"]
+    assert as_projected["low"] <= as_projected["speedup"] <= as_projected["high"] and as_projected["original_ms"] > 0
+    table_target = summary.get("corrected_table_target", 1.6)
+    assert ("corrected_table_target" in summary) == (as_projected["speedup"] < 0.98 * 1.6), summary
+    assert summary["predicted_speedup"] == pytest.approx(table_target, rel=0.05), summary
+    measured = summary["measured_speedup"]  # the result, after fine-tuning
+    assert measured["low"] <= measured["speedup"] <= measured["high"] and measured["original_ms"] > 0
+    assert summary["epochs"][0]["expected_latency_reduction"] > 0
+
+
 @pytest.mark.parametrize("stage, message", [
+    ("{type: cofi, target_sparsity: 0.5, target_speedup: 2}", "not both"),
+    ("{type: cofi, target_speedup: 1.0}", "target_speedup"),
     ("{type: cofi, prune: {mha: false, heads: false, ffn: false, ffn_units: false, hidden: false}}", "every granularity"),
     ("{type: cofi, epochs: 1, sparsity_warmup_epochs: 2}", "exceeds epochs"),
     ("{type: cofi, target_sparsity: 1.0}", "target_sparsity"),

@@ -1,8 +1,8 @@
 """Hard-concrete L0 gates (Louizos et al., 2018) at CoFi's five granularities, and the expected model size.
 
 A gate's log-alpha is learned; in training each step samples a stretched, clamped concrete variable, so a gate
-is exactly 0 or 1 with non-zero probability. `expected_sparsity` is differentiable, which lets the Lagrangian
-term pull it to the target. At the end `deterministic` turns each group of gates into fixed values, zeroing as
+is exactly 0 or 1 with non-zero probability. `expected_counts` is differentiable, which lets the Lagrangian
+term pull the expected sparsity or latency (budget.py) to the target. At the end `deterministic` turns each group of gates into fixed values, zeroing as
 many units as the gates expect to be zero (CoFi's rule).
 """
 from __future__ import annotations
@@ -83,13 +83,17 @@ class CofiGates(nn.Module):
         mask = self.exists(name).float()
         return self.gates[name].prob_nonzero() * mask if name in self.gates else mask
 
+    def expected_counts(self) -> tuple[torch.Tensor, ...]:
+        """Per layer: expected attention groups kept, P(attention sublayer kept), expected FFN units kept,
+        P(FFN sublayer kept); and the expected hidden dims kept. Unit counts are of the sublayer if it is kept."""
+        return (self.score("heads").sum(1), self.score("mha"), self.score("ffn").sum(1), self.score("ffn_layer"),
+                self.score("hidden").sum())
+
     def expected_params(self) -> torch.Tensor:
         """Expected remaining prunable weights: hidden x (group width x groups + FFN matrices x units)."""
         d = self.dims
-        hidden = self.score("hidden").sum()
-        groups = (self.score("heads") * self.score("mha")[:, None]).sum()
-        units = (self.score("ffn") * self.score("ffn_layer")[:, None]).sum()
-        return hidden * (d.group_width * groups + d.ffn_matrices * units)
+        heads, mha, units, ffn_layer, hidden = self.expected_counts()
+        return hidden * (d.group_width * (heads * mha).sum() + d.ffn_matrices * (units * ffn_layer).sum())
 
     def expected_sparsity(self) -> torch.Tensor:
         return 1 - self.expected_params() / self.dims.prunable_params()

@@ -68,15 +68,15 @@ def ffn_grid(units: int) -> list[int]:
                                 for i in range(1, FFN_GRID_POINTS)})
 
 
-def latency_table(model, timer: "Timer") -> CostTable:
-    """Measure the latency table of `model` (a classifier) with `timer`."""
+def latency_table(model, timer: "Timer", stage: str = "prune") -> CostTable:
+    """Measure the latency table of `model` (a classifier) with `timer`, for `stage`'s progress line."""
     dims = family_for(model).dims()
     groups, units = uniform_layers(dims)
     layers = dims.num_layers
     grid = ffn_grid(units)
     every_group, every_unit = (tuple(range(groups)),) * layers, (tuple(range(units)),) * layers
     reference = _Reference(timer, model)
-    with progress.bar(f"prune: measuring a latency table on {timer.runtime}", groups + 1 + len(grid)) as advance:
+    with progress.bar(f"{stage}: measuring a latency table on {timer.runtime}", groups + 1 + len(grid)) as advance:
         heads = _sweep(model, reference, [Keep((tuple(range(g)),) * layers, every_unit, None)
                                           for g in range(groups, -1, -1)], advance)
         ffn = _sweep(model, reference, [Keep(every_group, (tuple(range(f)),) * layers, None)
@@ -150,6 +150,17 @@ class Timer:
     def __init__(self, runtime: str, inputs: dict[str, np.ndarray], threads: int, tokenizer, repeats: int = 40):
         self.runtime, self.threads, self.tokenizer, self.repeats = runtime, threads, tokenizer, repeats
         self.inputs = {k: torch.from_numpy(v) for k, v in inputs.items()}
+
+    @classmethod
+    def for_stage(cls, runtime: str, state, ctx) -> "Timer":
+        """Timing a stage's model as the recipe's bench will: its batch size, sequence length and threads, on
+        training texts (never the split the report is measured on)."""
+        from ..bench import bench_inputs, default_threads
+
+        bench = ctx.recipe.bench
+        texts = ctx.data.split("train")["text"]
+        return cls(runtime, bench_inputs(state.tokenizer, texts, bench.batch_size, bench.seq_len),
+                   bench.threads or default_threads(), state.tokenizer)
 
     def interleaved(self, runs: dict, rounds: int) -> dict[str, list[float]]:
         """Milliseconds per call of each runner, after a warm-up, alternating between them round by round."""

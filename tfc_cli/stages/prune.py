@@ -21,7 +21,6 @@ from typing import Literal, Optional, Union
 from .. import progress
 from ..arch import Keep, family_for
 from ..arch.surgery import keep_layers, resize
-from ..bench import bench_inputs, default_threads
 from ..distill import DistillRun
 from ..errors import TfcError
 from ..prune.costs import Timer, latency_table, uniform_layers, weight_table
@@ -246,9 +245,7 @@ class Prune(Stage):
         the budget cut by the shortfall (the Fisher information is reused)."""
         c, model = self.config, state.model
         bench = ctx.recipe.bench
-        texts = ctx.data.split("train")["text"]  # never the split the report is measured on
-        timer = Timer(c.latency_runtime, bench_inputs(state.tokenizer, texts, bench.batch_size, bench.seq_len),
-                      bench.threads or default_threads(), state.tokenizer)
+        timer = Timer.for_stage(c.latency_runtime, state, ctx)
         start = time.perf_counter()
         table = latency_table(model, timer) if c.target_speedup else weight_table(family_for(model).dims())
         table_s = time.perf_counter() - start
