@@ -347,7 +347,7 @@ def test_cofi_with_a_speedup_target_prices_gates_by_a_measured_table(make_recipe
     """target_speedup: the table is measured on this machine, the gates are projected onto its prediction, and the
     pruned model is timed against the unpruned one; all of it is recorded."""
     recipe = make_recipe("""
-      - {type: cofi, target_speedup: 1.6, epochs: 3, sparsity_warmup_epochs: 1, finetune_epochs: 1,
+      - {type: cofi, target_speedup: 1.3, epochs: 3, sparsity_warmup_epochs: 1, finetune_epochs: 1,
          learning_rate: 1.0e-3, reg_learning_rate: 0.05, batch_size: 32}
     """, model=tiny_classifier, name="speedup")
     result = runner.invoke(app, ["compress", str(recipe)])
@@ -356,7 +356,7 @@ def test_cofi_with_a_speedup_target_prices_gates_by_a_measured_table(make_recipe
     out = recipe.parent / "out" / "speedup"
     manifest = json.loads((out / "tfc.json").read_text())
     [pruning] = manifest["transforms"]
-    assert pruning["target_speedup"] == 1.6 and pruning["target_sparsity"] is None
+    assert pruning["target_speedup"] == 1.3 and pruning["target_sparsity"] is None
     assert 0 < pruning["sparsity_of_original"] < 1
     summary = manifest["stages"][0]["summary"]
     table = summary["cost_table"]
@@ -366,9 +366,12 @@ def test_cofi_with_a_speedup_target_prices_gates_by_a_measured_table(make_recipe
     # then timed, and a shortfall is projected again onto a target raised by it
     as_projected = summary["measured_speedup_as_projected"]
     assert as_projected["low"] <= as_projected["speedup"] <= as_projected["high"] and as_projected["original_ms"] > 0
-    table_target = summary.get("corrected_table_target", 1.6)
-    assert ("corrected_table_target" in summary) == (as_projected["speedup"] < 0.98 * 1.6), summary
-    assert summary["predicted_speedup"] == pytest.approx(table_target, rel=0.05), summary
+    table_target = summary.get("corrected_table_target", 1.3)
+    assert ("corrected_table_target" in summary) == (as_projected["speedup"] < 0.98 * 1.3), summary
+    assert table_target <= 1.25 * 1.3 * 1.05  # the raise is capped (MAX_CORRECTION), from a projection near 1.3x
+    # within 5 points of latency removed: a 2-layer model's sublayers are coarse, and its table is timing noise
+    assert abs(1 / table_target - 1 / summary["predicted_speedup"]) <= 0.05, summary
+    assert pruning["sparsity_of_original"] < 1
     measured = summary["measured_speedup"]  # the result, after fine-tuning
     assert measured["low"] <= measured["speedup"] <= measured["high"] and measured["original_ms"] > 0
     assert summary["epochs"][0]["expected_latency_reduction"] > 0

@@ -35,7 +35,7 @@ def _candidates(level: str, gates: Gates, learned: CofiGates, removing: bool) ->
         counts = dims.groups if unit_kind == "heads" else dims.ffn
         for layer in range(dims.num_layers):
             width = counts[layer]
-            if width == 0 or hidden == 0:  # removed before this stage: nothing to flip
+            if width == 0 or hidden == 0:  # removed before this stage, or no hidden dim left: nothing to flip
                 continue
             alive = layer_gates is None or bool(layer_gates[layer] != 0)
             units = torch.ones(width) if unit_gates is None else unit_gates[layer][:width]
