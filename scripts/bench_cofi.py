@@ -9,10 +9,12 @@ Steps (each skipped when its output already holds a report, so an interrupted ru
 3. INT8: a dynamic-int8 (ONNX Runtime) recipe and a static-int8 for OpenVINO (NNCF) recipe on each CoFi result
 4. truncated teachers: first k layers, k matching each CoFi result's prunable weights, fine-tuned for as many
    epochs as CoFi trained (pruning + fine-tuning)
-5. latency of every model against the teacher, interleaved in one process (`tfc bench --baseline`), batch 1 and 32
+5. latency of every model against the teacher, interleaved in one process (`tfc bench --baseline`), batch 1 and 32,
+   `--runs` times
 Prints a Markdown table for docs/BENCHMARKS.md and writes runs/bench-cofi/results.json.
 
-    python scripts/bench_cofi.py [--repeats 100] [--sparsities 60,90] [--speedups 2] [--no-first-k]
+    python scripts/bench_cofi.py [--repeats 100] [--sparsities 60,90] [--speedups 2] [--latency-runtime torch]
+        [--runs 1] [--no-first-k]
 """
 from __future__ import annotations
 
@@ -75,7 +77,20 @@ def latency(model: Path, batch: int, repeats: int) -> dict:
                             "--warmup", "10", "--repeats", str(repeats), "--json", capture=True))
     return {"p50_ms": result["models"]["model"]["latency"]["p50_ms"],
             "teacher_p50_ms": result["models"]["baseline"]["latency"]["p50_ms"], "speedup": result["speedup"],
+            "interval": [result["speedup_interval"]["low"], result["speedup_interval"]["high"]],
             "bytes": result["models"]["model"]["size"]["bytes_on_disk"], "params": result["models"]["model"]["size"]["params"]}
+
+
+def repeated(runs: list[dict]) -> dict:
+    """Several `latency` processes of one model: the median run's numbers, every run's speedup beside them."""
+    median = sorted(runs, key=lambda r: r["speedup"])[len(runs) // 2]
+    return median | {"speedups": [round(r["speedup"], 3) for r in runs]}
+
+
+def speedup_cell(timing: dict) -> str:
+    """The median run's speedup, with the range over runs when there were several."""
+    runs = timing["speedups"]
+    return f"{timing['speedup']:.2f}x" + (f" ({min(runs):.2f}-{max(runs):.2f})" if len(runs) > 1 else "")
 
 
 def main() -> None:
@@ -84,6 +99,10 @@ def main() -> None:
     parser.add_argument("--sparsities", default="60,90", help="CoFi weight targets to run (of 60, 90; '' for none)")
     parser.add_argument("--speedups", default="", help="CoFi latency targets to run (e.g. 2,3): target_speedup with "
                         "the schedule of rt-minilm-cofi-2x-int8.yaml")
+    parser.add_argument("--latency-runtime", default="torch", help="the runtime the --speedups targets are measured "
+                        "on (latency_runtime: torch, onnxruntime, openvino, openvino-int8)")
+    parser.add_argument("--runs", type=int, default=1, help="`tfc bench` processes per model and batch size, "
+                        "alternating between the models; the table shows the median run and the range")
     parser.add_argument("--no-first-k", action="store_true", help="skip the truncated-teacher competitors")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -94,9 +113,16 @@ def main() -> None:
     layer_params = dims.prunable_params() // dims.num_layers  # attention+FFN weights per layer
     rows = {"teacher (fp32)": {"folder": TEACHER, "accuracy": teacher_report["models"]["compressed"]["metrics"]["accuracy"],
                                "prunable": dims.prunable_params(), "wall_s": teacher_report["wall_s"]}}
+    # The teacher quantized alone: what pruning adds on top of INT8.
+    ov = run_recipe("teacher-int8-openvino", TEACHER, [{"type": "quantize", "method": "static-int8", "backend": "openvino"}])
+    rows["teacher + static INT8 (NNCF, OpenVINO)"] = {"folder": OUT / "teacher-int8-openvino", "prunable": dims.prunable_params(),
+                                                      "accuracy": ov["models"]["compressed"]["metrics"]["accuracy"],
+                                                      "wall_s": teacher_report["wall_s"] + ov["wall_s"]}
     points = [(f"CoFi {s}%", f"cofi{s}", cofi_stage({60: "rt-minilm-cofi60-int8", 90: "rt-minilm-cofi90"}[s]))
               for s in map(int, filter(None, args.sparsities.split(",")))]
-    points += [(f"CoFi {x:g}x latency target", f"cofi-{x:g}x", cofi_stage("rt-minilm-cofi-2x-int8", target_speedup=x))
+    on = "" if args.latency_runtime == "torch" else f" on {args.latency_runtime}"
+    points += [(f"CoFi {x:g}x latency target{on}", f"cofi-{x:g}x{on.replace(' on ', '-')}",
+                cofi_stage("rt-minilm-cofi-2x-int8", target_speedup=x, latency_runtime=args.latency_runtime))
                for x in map(float, filter(None, args.speedups.split(",")))]
     for label, name, cofi in points:
         report = run_recipe(name, TEACHER, [cofi])
@@ -119,16 +145,20 @@ def main() -> None:
         rows[f"first {k} layers, fine-tuned {epochs} ep"] = {"folder": OUT / f"first{k}-ft{epochs}",
                                                            "accuracy": trunc["models"]["compressed"]["metrics"]["accuracy"],
                                                            "prunable": k * layer_params, "wall_s": trunc["wall_s"]}
-    for row in rows.values():
-        row["b1"] = latency(row["folder"], 1, args.repeats)
-        row["b32"] = latency(row["folder"], 32, max(10, args.repeats // 4))
+    timings = {(name, batch): [] for name in rows for batch in (1, 32)}
+    for _ in range(args.runs):
+        for name, row in rows.items():
+            timings[name, 1].append(latency(row["folder"], 1, args.repeats))
+            timings[name, 32].append(latency(row["folder"], 32, max(10, args.repeats // 4)))
+    for name, row in rows.items():
+        row["b1"], row["b32"] = repeated(timings[name, 1]), repeated(timings[name, 32])
     base_acc = rows["teacher (fp32)"]["accuracy"]
     lines = ["| model | test acc | drop (pt) | prunable params | total params | bytes on disk | p50 b1 | speedup b1 | p50 b32 | speedup b32 | wall time |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['accuracy']:.4f} | {(base_acc - r['accuracy']) * 100:.2f} | {r['prunable'] / 1e6:.2f} M | "
                      f"{r['b1']['params'] / 1e6:.2f} M | {r['b1']['bytes'] / 1e6:.1f} MB | {r['b1']['p50_ms']:.2f} ms | "
-                     f"{r['b1']['speedup']:.2f}x | {r['b32']['p50_ms']:.1f} ms | {r['b32']['speedup']:.2f}x | {r['wall_s'] / 60:.1f} min |")
+                     f"{speedup_cell(r['b1'])} | {r['b32']['p50_ms']:.1f} ms | {speedup_cell(r['b32'])} | {r['wall_s'] / 60:.1f} min |")
     for name, r in rows.items():
         if "structure" in r:
             s = r["structure"]

@@ -24,16 +24,16 @@ class Sleeper:
 
 def test_interleaved_timing_measures_each_model():
     fast, slow = Sleeper(0.002), Sleeper(0.02)  # far apart: a loaded machine delays wake-ups by milliseconds
-    stats = time_interleaved({"fast": fast, "slow": slow}, {}, Protocol(batch_size=4, warmup=2, repeats=6, threads=1))
-    assert len(fast.calls) == len(slow.calls) == 8
-    assert stats["fast"]["repeats"] == 6 and stats["slow"]["repeats"] == 6
+    stats = time_interleaved({"fast": fast, "slow": slow}, {}, Protocol(batch_size=4, warmup=2, repeats=12, threads=1))
+    assert len(fast.calls) == len(slow.calls) == 2 + 3 + 12  # warm-up, one untimed call per turn, timed calls
+    assert stats["fast"]["repeats"] == 12 and stats["slow"]["repeats"] == 12
     assert stats["slow"]["p50_ms"] > stats["fast"]["p50_ms"] * 2
     assert stats["fast"]["p50_ms"] >= 2.0 and stats["fast"]["p50_ms"] <= stats["fast"]["p95_ms"]
     assert stats["fast"]["throughput_per_s"] == pytest.approx(4 * 1000 / stats["fast"]["p50_ms"])
-    # Timed calls alternate: after the warm-up, neither model runs twice before the other has run once.
-    timed = sorted([("f", t) for t in fast.calls[2:]] + [("s", t) for t in slow.calls[2:]], key=lambda x: x[1])
-    order = "".join(name for name, _ in timed)
-    assert "fff" not in order and "sss" not in order
+    # After the warm-up, the models take turns of TURN_CALLS (5) timed calls, each after one untimed call, in
+    # alternating order; the last turn holds what is left (2).
+    calls = sorted([("f", t) for t in fast.calls[2:]] + [("s", t) for t in slow.calls[2:]], key=lambda x: x[1])
+    assert "".join(name for name, _ in calls) == "f" * 6 + "s" * 12 + "f" * 9 + "s" * 3
 
 
 def test_protocol_defaults_to_physical_cores():

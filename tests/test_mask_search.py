@@ -153,6 +153,41 @@ def test_onnxruntime_timing_runs_the_exported_model():
     assert 0.5 < reference.ratio(model) < 2.0 and len(reference.times) == 10
 
 
+@pytest.mark.parametrize("runtime", ["openvino", "openvino-int8"])
+def test_openvino_timing_runs_the_exported_model_as_deployed(runtime, monkeypatch):
+    """The openvino tables time the exported copy on OpenVINO; openvino-int8 times NNCF's QDQ graph of it, as the
+    static-int8 openvino backend deploys it."""
+    import onnx
+
+    from tests.conftest import make_tokenizer
+    from tfc_cli import runners
+
+    compiled = []
+    real = runners.OpenVinoRunner
+
+    def spy(graph, threads=None):
+        compiled.append({n.op_type for n in onnx.load_from_string(graph).graph.node})
+        return real(graph, threads)
+    monkeypatch.setattr(runners, "OpenVinoRunner", spy)
+    model = tiny_model("bert")
+    inputs = {k: v.numpy() for k, v in tiny_batch("bert").items()}
+    inputs["token_type_ids"] = 0 * inputs["input_ids"]
+    reference = costs._Reference(costs.Timer(runtime, inputs, threads=1, tokenizer=make_tokenizer(), repeats=10), model)
+    assert 0.5 < reference.ratio(model) < 2.0 and len(reference.times) == 10
+    assert len(compiled) == 2 and all(("QuantizeLinear" in ops) == (runtime == "openvino-int8") for ops in compiled)
+
+
+def test_latency_runtimes_say_what_is_missing(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("nncf", "onnxruntime") else real(name, *a))
+    assert costs.latency_runtime_missing("torch") is None and costs.latency_runtime_missing("openvino") is None
+    assert "onnxruntime is not installed" in costs.latency_runtime_missing("onnxruntime")
+    assert costs.latency_runtime_missing("openvino-int8") == ("latency_runtime openvino-int8: nncf not installed "
+                                                              "(pip install 'tfc[openvino]')")
+
+
 @pytest.mark.slow
 def test_mask_search_on_onnxruntime(make_recipe):
     summary = _compress(make_recipe, "{type: prune, method: mask-search, target_speedup: 1.1, calibration_samples: 16, "

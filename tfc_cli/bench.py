@@ -1,7 +1,11 @@
 """Latency protocol: warm-up, then models timed interleaved in one process; p50/p95, throughput, size, memory.
 
-Interleaving (A, B, A, B, ...) spreads CPU frequency changes and noisy neighbours over every model alike,
-so the speedup (ratio of medians) compares like with like.
+Interleaving spreads CPU frequency changes and noisy neighbours over every model alike, so the speedup (ratio of
+medians) compares like with like. Models take turns of a few calls each (A A A, B B B, A A A, ...), the first call of
+each turn untimed: timed call by call (A, B, A, B), a model pays for the other's threads, which sleep or busy-wait
+while it runs. Measured on MiniLM-L6 at batch 1 beside torch fp32 (AMD EPYC, 2 threads): NNCF's INT8 graph on
+OpenVINO ran 3.2-3.4 ms alone, 5.4-6.0 ms call by call, 3.2-3.4 ms in turns of 5, so call by call said 2.5-2.8x
+where the model is 4.3-4.4x faster (scripts/explore_interleaving.py; docs/BENCHMARKS.md, "Interleaving in turns").
 """
 from __future__ import annotations
 
@@ -129,6 +133,7 @@ class MachineLoad:
                        "logical_cores": os.cpu_count()}
 
 
+TURN_CALLS = 5  # timed calls per model per turn, after one untimed call that wakes its threads
 BUSY_CORES = 0.25  # other processes using more than a quarter of a core on average disturb a 2-core benchmark
 
 
@@ -143,7 +148,8 @@ def disturbance(protocol: dict) -> str | None:
 
 
 def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Protocol) -> dict[str, dict]:
-    """Latency stats per runner name, all timed in this process, alternating between them."""
+    """Latency stats per runner name, all timed in this process, in alternating turns of TURN_CALLS calls (the
+    module's docstring says why turns); the i-th timed calls of every model were taken side by side."""
     import torch
 
     protocol = protocol.resolved()
@@ -154,13 +160,14 @@ def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Pro
             runners[name](inputs)
     times = {name: [] for name in names}
     with progress.bar("benchmarking", protocol.repeats * len(names)) as advance, MachineLoad() as load:
-        for i in range(protocol.repeats):
-            order = names if i % 2 == 0 else names[::-1]
-            for name in order:
-                start = time.perf_counter()
+        for turn, first in enumerate(range(0, protocol.repeats, TURN_CALLS)):
+            for name in names if turn % 2 == 0 else names[::-1]:
                 runners[name](inputs)
-                times[name].append(time.perf_counter() - start)
-                advance()
+                for _ in range(min(TURN_CALLS, protocol.repeats - first)):
+                    start = time.perf_counter()
+                    runners[name](inputs)
+                    times[name].append(time.perf_counter() - start)
+                    advance()
     return {name: latency_stats(times[name], protocol.batch_size) | {"protocol": asdict(protocol) | load.result}
             for name in names}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,6 +24,10 @@ from ..arch.surgery import resize
 from ..errors import TfcError
 
 FFN_GRID_POINTS = 16  # FFN sizes measured per table (0 and 16 evenly spaced counts up to the full width)
+# What a latency table can be measured on. openvino-int8 times each configuration as `quantize: {method: static-int8,
+# backend: openvino}` deploys it (NNCF's QDQ graph on OpenVINO): at INT8 the matrix products shrink and what every
+# layer costs regardless of its width weighs more, which a table measured in fp32 does not see.
+LatencyRuntime = Literal["torch", "onnxruntime", "openvino", "openvino-int8"]
 
 
 @dataclass(frozen=True)
@@ -177,7 +182,12 @@ class Timer:
         return times
 
     def runner(self, model):
-        return self._ort(model) if self.runtime == "onnxruntime" else self._torch(model)
+        if self.runtime == "torch":
+            return self._torch(model)
+        from ..onnx_export import export_onnx
+
+        graph = export_onnx(model, self.tokenizer)
+        return self._ort(model, graph) if self.runtime == "onnxruntime" else self._openvino(graph)
 
     def _torch(self, model):
         import inspect
@@ -190,10 +200,37 @@ class Timer:
                 model(**inputs)
         return run
 
-    def _ort(self, model):
-        from ..onnx_export import export_onnx, input_names
+    def _ort(self, model, graph: bytes):
+        from ..onnx_export import input_names
         from ..ort_session import ort_session
 
-        session = ort_session(export_onnx(model, self.tokenizer), self.threads)
+        session = ort_session(graph, self.threads)
         feed = {n: self.inputs[n].numpy() for n in input_names(self.tokenizer, model) if n in self.inputs}
         return lambda: session.run(None, feed)
+
+    def _openvino(self, graph: bytes):
+        from ..runners import OpenVinoRunner
+
+        feed = {k: v.numpy() for k, v in self.inputs.items()}
+        if self.runtime == "openvino-int8":
+            from ..quant.nncf_int8 import nncf_quantize
+
+            # Ranges from the timed batch itself: they change what the kernels compute, not how long they take.
+            graph = nncf_quantize(graph, [feed])
+        run = OpenVinoRunner(graph, self.threads)
+        return lambda: run(feed)
+
+
+def latency_runtime_missing(runtime: str) -> str | None:
+    """What must be installed to measure a latency table on `runtime`, or None."""
+    import importlib.util
+
+    if runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        return "latency_runtime onnxruntime: onnxruntime is not installed"
+    if runtime.startswith("openvino"):
+        from ..quant.nncf_int8 import missing
+
+        absent = missing() if runtime == "openvino-int8" else (
+            None if importlib.util.find_spec("openvino") else "openvino not installed (pip install 'tfc[openvino]')")
+        return f"latency_runtime {runtime}: {absent}" if absent else None
+    return None

@@ -14,14 +14,14 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional
 
 from .. import progress
 from ..arch import family_for
 from ..cofi.budget import LatencyBudget, SparsityBudget
 from ..cofi.run import CofiRun
 from ..errors import TfcError
-from ..prune.costs import Timer, latency_table
+from ..prune.costs import LatencyRuntime, Timer, latency_runtime_missing, latency_table
 from ..prune.mask_search import measured_speedup
 from ..schema import param
 from ..student import teacher_model
@@ -62,8 +62,9 @@ class CofiConfig:
     target_speedup: Optional[float] = param(
         None, help="latency of the model entering the stage over the pruned model's, by a table measured on this "
         "machine at the bench batch size and sequence length (text-classification)", min=1, min_exclusive=True)
-    latency_runtime: Literal["torch", "onnxruntime"] = param(
-        "torch", help="target_speedup: the runtime the latency table is measured on")
+    latency_runtime: LatencyRuntime = param(
+        "torch", help="target_speedup: the runtime the latency table is measured on (openvino-int8: NNCF's static INT8 "
+        "on OpenVINO, as `quantize: {method: static-int8, backend: openvino}` deploys it)")
     epochs: int = param(20, help="epochs learning gates and weights together", min=1)
     sparsity_warmup_epochs: float = param(2, help="epochs over which the sparsity target rises linearly to target_sparsity", min=0)
     finetune_epochs: int = param(20, help="distillation epochs on the pruned model (0 to skip)", min=0)
@@ -106,11 +107,8 @@ class Cofi(Stage):
             if info.transforms and any(t["op"] == "prune" for t in info.transforms):
                 problems.append("target_speedup measures its latency table on layers of equal size; this model was "
                                 "pruned before: use target_sparsity, or prune the original model")
-            if c.latency_runtime == "onnxruntime":
-                import importlib.util
-
-                if importlib.util.find_spec("onnxruntime") is None:
-                    problems.append("latency_runtime onnxruntime: onnxruntime is not installed")
+            if latency_runtime_missing(c.latency_runtime):
+                problems.append(latency_runtime_missing(c.latency_runtime))
         if not any(c.prune.gates().values()):
             problems.append("every granularity in 'prune' is switched off: nothing can be pruned")
         if c.sparsity_warmup_epochs > c.epochs:

@@ -23,7 +23,7 @@ from ..arch import Keep, family_for
 from ..arch.surgery import keep_layers, resize
 from ..distill import DistillRun
 from ..errors import TfcError
-from ..prune.costs import Timer, latency_table, uniform_layers, weight_table
+from ..prune.costs import LatencyRuntime, Timer, latency_runtime_missing, latency_table, uniform_layers, weight_table
 from ..prune.mask_search import mask_search, measured_speedup
 from ..prune.scores import scores
 from ..prune.select import UNIT_KINDS, select_layers, select_units
@@ -60,8 +60,9 @@ class PruneStageConfig:
     target_speedup: Optional[float] = param(
         None, help="mask-search: latency of the original over the pruned model, by a table measured on this machine "
         "at the bench batch size and sequence length", min=1, min_exclusive=True)
-    latency_runtime: Literal["torch", "onnxruntime"] = param(
-        "torch", help="mask-search with target_speedup: the runtime the latency table is measured on")
+    latency_runtime: LatencyRuntime = param(
+        "torch", help="mask-search with target_speedup: the runtime the latency table is measured on (openvino-int8: "
+        "NNCF's static INT8 on OpenVINO, as `quantize: {method: static-int8, backend: openvino}` deploys it)")
     remove_sublayers: bool = param(
         False, help="mask-search: let the search remove a whole attention or FFN sublayer (it saves the sublayer's "
         "fixed cost; on MiniLM-L6 the searches that did lost 6-10 points)")
@@ -125,11 +126,8 @@ class Prune(Stage):
                             "heads, ffn or both")
         if c.target_sparsity is not None and c.target_speedup is not None:
             problems.append("give target_sparsity (a weight budget) or target_speedup (a latency budget), not both")
-        if c.target_speedup is not None and c.latency_runtime == "onnxruntime":
-            import importlib.util
-
-            if importlib.util.find_spec("onnxruntime") is None:
-                problems.append("latency_runtime onnxruntime: onnxruntime is not installed")
+        if c.target_speedup is not None and latency_runtime_missing(c.latency_runtime):
+            problems.append(latency_runtime_missing(c.latency_runtime))
         return problems
 
     def sparsity_target(self) -> float | None:
