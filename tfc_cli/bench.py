@@ -147,6 +147,16 @@ def disturbance(protocol: dict) -> str | None:
     return None
 
 
+def in_turns(names: list[str], repeats: int):
+    """(name, timed) for each call, in order: `repeats` timed calls per model in alternating turns of TURN_CALLS, each
+    turn opened by an untimed call."""
+    for turn, first in enumerate(range(0, repeats, TURN_CALLS)):
+        for name in names if turn % 2 == 0 else names[::-1]:
+            yield name, False
+            for _ in range(min(TURN_CALLS, repeats - first)):
+                yield name, True
+
+
 def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Protocol) -> dict[str, dict]:
     """Latency stats per runner name, all timed in this process, in alternating turns of TURN_CALLS calls (the
     module's docstring says why turns); the i-th timed calls of every model were taken side by side."""
@@ -160,14 +170,12 @@ def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Pro
             runners[name](inputs)
     times = {name: [] for name in names}
     with progress.bar("benchmarking", protocol.repeats * len(names)) as advance, MachineLoad() as load:
-        for turn, first in enumerate(range(0, protocol.repeats, TURN_CALLS)):
-            for name in names if turn % 2 == 0 else names[::-1]:
-                runners[name](inputs)
-                for _ in range(min(TURN_CALLS, protocol.repeats - first)):
-                    start = time.perf_counter()
-                    runners[name](inputs)
-                    times[name].append(time.perf_counter() - start)
-                    advance()
+        for name, timed in in_turns(names, protocol.repeats):
+            start = time.perf_counter()
+            runners[name](inputs)
+            if timed:
+                times[name].append(time.perf_counter() - start)
+                advance()
     return {name: latency_stats(times[name], protocol.batch_size) | {"protocol": asdict(protocol) | load.result}
             for name in names}
 

@@ -1,6 +1,6 @@
 """Generation latency of causal LMs: prefill time for a prompt of `seq_len` tokens, then decode tokens/s over
-`decode_tokens` greedy steps with the KV cache. Models are timed interleaved in one process (as bench.py does),
-and each repeat decodes from the same prompt, so every model does the same work whatever it generates."""
+`decode_tokens` greedy steps with the KV cache. Models are timed interleaved in one process, in turns (as bench.py
+does: a prefill right after another runtime's turn pays for its threads), and each repeat decodes from the same prompt, so every model does the same work whatever it generates."""
 from __future__ import annotations
 
 import time
@@ -9,7 +9,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .. import progress
-from ..bench import MachineLoad, Protocol, latency_stats
+from ..bench import MachineLoad, Protocol, in_turns, latency_stats
 
 
 def prompt_ids(tokenizer, text: str, seq_len: int) -> np.ndarray:
@@ -43,9 +43,9 @@ def time_generation(runners: dict, prompt: np.ndarray, protocol: Protocol, decod
     prefill = {n: [] for n in names}
     decode = {n: [] for n in names}
     with progress.bar("benchmarking generation", protocol.repeats * len(names)) as advance, MachineLoad() as load:
-        for i in range(protocol.repeats):
-            for name in names if i % 2 == 0 else names[::-1]:
-                p, d = _generate_timed(runners[name], prompt, decode_tokens)
+        for name, timed in in_turns(names, protocol.repeats):
+            p, d = _generate_timed(runners[name], prompt, decode_tokens)
+            if timed:
                 prefill[name].append(p)
                 decode[name].append(d)
                 advance()
