@@ -380,6 +380,23 @@ def test_cofi_with_a_speedup_target_prices_gates_by_a_measured_table(make_recipe
     assert summary["epochs"][0]["expected_latency_reduction"] > 0
 
 
+@pytest.mark.slow
+def test_cofi_prices_gates_on_openvino_int8(make_recipe, tiny_classifier):
+    """latency_runtime openvino-int8: the table, the correction and the final timing all run NNCF's INT8 graph on
+    OpenVINO, and the pruned model then quantizes for OpenVINO as the table priced it."""
+    recipe = make_recipe("""
+      - {type: cofi, target_speedup: 1.3, latency_runtime: openvino-int8, epochs: 2, sparsity_warmup_epochs: 1,
+         finetune_epochs: 0, learning_rate: 1.0e-3, reg_learning_rate: 0.05, batch_size: 32}
+      - {type: quantize, method: static-int8, backend: openvino, calibration_samples: 16}
+    """, model=tiny_classifier, name="openvino-int8")
+    result = runner.invoke(app, ["compress", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "latency table on openvino-int8" in result.output
+    summary = json.loads((recipe.parent / "out" / "openvino-int8" / "tfc.json").read_text())["stages"][0]["summary"]
+    assert summary["cost_table"]["runtime"] == "openvino-int8" and summary["measured_speedup"]["pruned_ms"] > 0
+    assert tfc_cli.load(recipe.parent / "out" / "openvino-int8").runtime == "openvino"
+
+
 @pytest.mark.parametrize("stage, message", [
     ("{type: cofi, target_sparsity: 0.5, target_speedup: 2}", "not both"),
     ("{type: cofi, target_speedup: 1.0}", "target_speedup"),

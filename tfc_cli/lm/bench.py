@@ -1,6 +1,7 @@
 """Generation latency of causal LMs: prefill time for a prompt of `seq_len` tokens, then decode tokens/s over
 `decode_tokens` greedy steps with the KV cache. Models are timed interleaved in one process, in turns (as bench.py
-does: a prefill right after another runtime's turn pays for its threads), and each repeat decodes from the same prompt, so every model does the same work whatever it generates."""
+does: a prefill right after another runtime's turn pays for its threads), and each repeat decodes from the same
+prompt, so every model does the same work whatever it generates."""
 from __future__ import annotations
 
 import time
