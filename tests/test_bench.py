@@ -27,6 +27,7 @@ def test_interleaved_timing_measures_each_model():
     stats = time_interleaved({"fast": fast, "slow": slow}, {}, Protocol(batch_size=4, warmup=2, repeats=12, threads=1))
     assert len(fast.calls) == len(slow.calls) == 2 + 3 + 12  # warm-up, one untimed call per turn, timed calls
     assert stats["fast"]["repeats"] == 12 and stats["slow"]["repeats"] == 12
+    assert stats["fast"]["protocol"]["turn_calls"] == 5
     assert stats["slow"]["p50_ms"] > stats["fast"]["p50_ms"] * 2
     assert stats["fast"]["p50_ms"] >= 2.0 and stats["fast"]["p50_ms"] <= stats["fast"]["p95_ms"]
     assert stats["fast"]["throughput_per_s"] == pytest.approx(4 * 1000 / stats["fast"]["p50_ms"])
@@ -56,3 +57,10 @@ def test_weights_size_of_onnx(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph), str(path))
     assert weights_size(path)["params"] == 42
+
+
+def test_a_report_says_how_its_models_were_interleaved():
+    from tfc_cli.report import _interleaving
+
+    assert _interleaving({"turn_calls": 5}) == "interleaved in turns of 5"
+    assert _interleaving({}) == "interleaved call by call"  # reports written before turns

@@ -176,8 +176,8 @@ def time_interleaved(runners: dict, inputs: dict[str, np.ndarray], protocol: Pro
             if timed:
                 times[name].append(time.perf_counter() - start)
                 advance()
-    return {name: latency_stats(times[name], protocol.batch_size) | {"protocol": asdict(protocol) | load.result}
-            for name in names}
+    return {name: latency_stats(times[name], protocol.batch_size)
+            | {"protocol": asdict(protocol) | {"turn_calls": TURN_CALLS} | load.result} for name in names}
 
 
 def weights_size(path: str | Path) -> dict:

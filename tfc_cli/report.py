@@ -154,10 +154,16 @@ def protocol_line(report: dict) -> str:
     flags = ", ".join(f for f, on in env["cpu"]["flags"].items() if on) or "none"
     if is_lm_report(report):
         return (f"prompt of {p['seq_len']} tokens then {p['decode_tokens']} greedy tokens with the KV cache, batch 1, "
-                f"{p['threads']} threads, {p['repeats']} timed generations per model, interleaved; CPU "
+                f"{p['threads']} threads, {p['repeats']} timed generations per model, {_interleaving(p)}; CPU "
                 f"{env['cpu']['model']} ({flags}){_load_text(p)}")
     return (f"batch {p['batch_size']}, seq {p['seq_len']}, {p['threads']} threads, {p['warmup']} warm-up + "
-            f"{p['repeats']} timed calls per model, interleaved; CPU {env['cpu']['model']} ({flags}){_load_text(p)}")
+            f"{p['repeats']} timed calls per model, {_interleaving(p)}; CPU {env['cpu']['model']} ({flags}){_load_text(p)}")
+
+
+def _interleaving(protocol: dict) -> str:
+    """How the models alternated (reports written before turns were timed call by call)."""
+    turn = protocol.get("turn_calls")
+    return f"interleaved in turns of {turn}" if turn else "interleaved call by call"
 
 
 def table(report: dict) -> Table:

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from ..bench import (Protocol, bench_inputs, disturbance, environment, peak_rss_mb, ratio_interval, time_interleaved,
+from ..bench import (TURN_CALLS, Protocol, bench_inputs, disturbance, environment, peak_rss_mb, ratio_interval, time_interleaved,
                      weights_size)
 from ..checkpoint import open_model
 from .. import progress
@@ -73,7 +73,7 @@ def _bench_lm(runners: dict, rows: dict, prompt, protocol, decode_tokens: int, b
         return
     t = Table(*_columns("", "runtime", "prefill p50 ms", "decode tokens/s", "ms/token p95", "weights", "RSS on load"),
               caption=f"prompt {protocol.seq_len} tokens + {decode_tokens} greedy tokens with KV cache, batch 1, "
-              f"{protocol.threads} threads, {protocol.repeats} timed generations, interleaved")
+              f"{protocol.threads} threads, {protocol.repeats} timed generations, interleaved in turns of {TURN_CALLS}")
     for key, r in rows.items():
         t.add_row(_name_cell(key, r, runtime), r["runtime"], f"{r['latency']['prefill']['p50_ms']:.2f}", f"{tps[key]:.1f}",
                   f"{r['latency']['decode']['ms_per_token_p95']:.2f}", _size_cell(r), f"{r['load_rss_mb']:.0f} MB")
@@ -180,7 +180,7 @@ def bench(
         out.print_json(json.dumps(result))
         return
     t = Table(*_columns("", "runtime", "p50 ms", "p95 ms", "throughput/s", "weights", "stored values", "RSS on load"),
-              caption=f"batch {batch_size}, seq {protocol.seq_len}, {protocol.threads} threads, {warmup} warm-up + {repeats} timed, interleaved")
+              caption=f"batch {batch_size}, seq {protocol.seq_len}, {protocol.threads} threads, {warmup} warm-up + {repeats} timed, interleaved in turns of {TURN_CALLS}")
     for key, r in rows.items():
         t.add_row(_name_cell(key, r, runtime), r["runtime"], f"{r['latency']['p50_ms']:.2f}", f"{r['latency']['p95_ms']:.2f}",
                   f"{r['latency']['throughput_per_s']:.1f}", _size_cell(r),

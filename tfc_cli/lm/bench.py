@@ -10,7 +10,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .. import progress
-from ..bench import MachineLoad, Protocol, in_turns, latency_stats
+from ..bench import TURN_CALLS, MachineLoad, Protocol, in_turns, latency_stats
 
 
 def prompt_ids(tokenizer, text: str, seq_len: int) -> np.ndarray:
@@ -58,6 +58,6 @@ def time_generation(runners: dict, prompt: np.ndarray, protocol: Protocol, decod
             "decode": {"tokens_per_s": float(1000 / np.median(per_token_ms)), "ms_per_token_p50": float(np.median(per_token_ms)),
                        "ms_per_token_p95": float(np.percentile(per_token_ms, 95)), "tokens": decode_tokens,
                        "ms_per_token": [round(float(t), 4) for t in per_token_ms]},
-            "protocol": asdict(protocol) | {"decode_tokens": decode_tokens} | load.result,
+            "protocol": asdict(protocol) | {"decode_tokens": decode_tokens, "turn_calls": TURN_CALLS} | load.result,
         }
     return result
