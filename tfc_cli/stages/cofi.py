@@ -107,8 +107,8 @@ class Cofi(Stage):
             if info.transforms and any(t["op"] == "prune" for t in info.transforms):
                 problems.append("target_speedup measures its latency table on layers of equal size; this model was "
                                 "pruned before: use target_sparsity, or prune the original model")
-            if latency_runtime_missing(c.latency_runtime):
-                problems.append(latency_runtime_missing(c.latency_runtime))
+            if missing := latency_runtime_missing(c.latency_runtime):
+                problems.append(missing)
         if not any(c.prune.gates().values()):
             problems.append("every granularity in 'prune' is switched off: nothing can be pruned")
         if c.sparsity_warmup_epochs > c.epochs:

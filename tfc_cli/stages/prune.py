@@ -126,8 +126,8 @@ class Prune(Stage):
                             "heads, ffn or both")
         if c.target_sparsity is not None and c.target_speedup is not None:
             problems.append("give target_sparsity (a weight budget) or target_speedup (a latency budget), not both")
-        if c.target_speedup is not None and latency_runtime_missing(c.latency_runtime):
-            problems.append(latency_runtime_missing(c.latency_runtime))
+        if c.target_speedup is not None and (missing := latency_runtime_missing(c.latency_runtime)):
+            problems.append(missing)
         return problems
 
     def sparsity_target(self) -> float | None:
