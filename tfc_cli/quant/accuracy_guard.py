@@ -9,12 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from .. import progress
 from ..errors import TfcError
-from .onnx_int8 import OnnxInt8
+
+
+class Quantizer(Protocol):
+    """A float graph quantized on demand with some nodes left in float (quant/onnx_int8.OnnxInt8 for onnxruntime,
+    quant/nncf_int8.NncfInt8 for OpenVINO)."""
+    graph: bytes
+
+    def candidates(self) -> dict[str, str]: ...  # quantizable node name -> a readable label
+
+    def quantize(self, exclude: list[str] = ()) -> bytes: ...
 
 
 @dataclass
@@ -27,7 +37,7 @@ class GuardResult:
     tries: list[dict] = field(default_factory=list)
 
 
-def guarded_quantize(quantizer: OnnxInt8, accuracy_of: Callable[[bytes], float], logits_of: Callable[[bytes], np.ndarray],
+def guarded_quantize(quantizer: Quantizer, accuracy_of: Callable[[bytes], float], logits_of: Callable[[bytes], np.ndarray],
                      max_drop: float) -> GuardResult:
     """`accuracy_of(onnx)` -> validation accuracy; `logits_of(onnx)` -> logits on a small probe batch."""
     base = accuracy_of(quantizer.graph)

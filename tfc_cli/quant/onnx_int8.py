@@ -55,7 +55,7 @@ class OnnxInt8:
                  calibration: str = "minmax", batches: list[dict[str, np.ndarray]] | None = None):
         self.method, self.per_channel, self.reduce_range = method, per_channel, reduce_range
         self.calibration, self.batches = calibration, batches
-        self._modules = _module_of_node(fp32)  # read before pre-processing, which drops the exporter's metadata
+        self._modules = module_of_node(fp32)  # read before pre-processing, which drops the exporter's metadata
         self.graph = self._prepare(fp32) if method == "static-int8" else fp32
 
     @staticmethod
@@ -104,7 +104,7 @@ class OnnxInt8:
             return dst.read_bytes()
 
 
-def _module_of_node(onnx_bytes: bytes) -> dict[str, str]:
+def module_of_node(onnx_bytes: bytes) -> dict[str, str]:
     """Node name -> the innermost torch module it was exported from (torch.export records its name scopes)."""
     import onnx
 

@@ -1,8 +1,10 @@
 """INT8 of a classifier on ONNX Runtime, shared by dynamic-int8, static-int8 and qat-int8: export, then
 onnxruntime.quantization (quant/onnx_int8.py); with `max_accuracy_drop`, the nodes that cost the most accuracy stay
-in float until the validation accuracy is within that bound of the float model's (quant/accuracy_guard.py)."""
+in float until the validation accuracy is within that bound of the float model's (quant/accuracy_guard.py; static
+INT8 for OpenVINO uses the same guard with NNCF as the quantizer and OpenVINO as the runtime)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,8 +25,7 @@ from .method import MethodConfig, QuantizeMethod
 class Int8Config(MethodConfig):
     per_channel: bool = param(True, help="one weight scale per output channel (else per tensor); onnxruntime only")
     max_accuracy_drop: Optional[float] = param(
-        None, help="leave the most harmful nodes in float until validation accuracy is within this of float "
-        "(onnxruntime)", min=0)
+        None, help="leave the most harmful nodes in float until validation accuracy is within this of float", min=0)
 
 
 class OnnxInt8Method(QuantizeMethod):
@@ -53,32 +54,34 @@ class OnnxInt8Method(QuantizeMethod):
         calibration, batches = self._calibration(state, ctx, changes, summary)
         quantizer = OnnxInt8(export_onnx(state.model, state.tokenizer), self.ort_method, c.per_channel, reduce_range,
                              calibration, batches)
-        if c.max_accuracy_drop is None:
-            state.onnx = quantizer.quantize()
-        else:
-            guard = self._guard(quantizer, state, ctx)
-            state.onnx = guard.onnx
-            changes["float_nodes"] = guard.float_nodes
-            summary |= {"float_nodes": guard.float_nodes, "validation_accuracy_float": guard.accuracy_float,
-                        "validation_accuracy_int8_all": guard.accuracy_int8_all, "validation_accuracy": guard.accuracy,
-                        "guard_tries": guard.tries}
+        state.onnx = self._quantized(quantizer, state, ctx, OrtRunner, changes, summary)
         state.model = None  # the ONNX graph is now the model
         return StageResult(state, summary=summary, transforms=[transform("quantize", **changes)])
 
-    def _guard(self, quantizer: OnnxInt8, state, ctx: StageContext):
+    def _quantized(self, quantizer, state, ctx: StageContext, runner: Callable[[bytes], Callable], changes: dict,
+                   summary: dict) -> bytes:
+        """`quantizer`'s graph, through the accuracy guard when the recipe asks for one, every graph run by `runner`
+        (the runtime the output deploys on); what the guard kept in float goes into `changes` and `summary`."""
+        if self.config.max_accuracy_drop is None:
+            return quantizer.quantize()
         max_length = ctx.recipe.task.max_length
         probe = ctx.data.split("validation").select(range(min(64, len(ctx.data.split("validation")))))
         probe_batches = model_inputs(probe, state, ctx)
 
         def accuracy_of(onnx: bytes) -> float:
-            return evaluate(OrtRunner(onnx), state.tokenizer, ctx.data, max_length, split="validation",
+            return evaluate(runner(onnx), state.tokenizer, ctx.data, max_length, split="validation",
                             label="validation (int8 accuracy guard)")["accuracy"]
 
         def logits_of(onnx: bytes):
-            runner = OrtRunner(onnx)
-            return np.concatenate([runner(b) for b in probe_batches])
+            run = runner(onnx)
+            return np.concatenate([run(b) for b in probe_batches])
 
-        return guarded_quantize(quantizer, accuracy_of, logits_of, self.config.max_accuracy_drop)
+        guard = guarded_quantize(quantizer, accuracy_of, logits_of, self.config.max_accuracy_drop)
+        changes["float_nodes"] = guard.float_nodes
+        summary |= {"float_nodes": guard.float_nodes, "validation_accuracy_float": guard.accuracy_float,
+                    "validation_accuracy_int8_all": guard.accuracy_int8_all, "validation_accuracy": guard.accuracy,
+                    "guard_tries": guard.tries}
+        return guard.onnx
 
 
 def model_inputs(rows, state, ctx: StageContext) -> list[dict]:

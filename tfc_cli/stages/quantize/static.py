@@ -23,7 +23,7 @@ from ...onnx_export import export_onnx
 from ...quant import nncf_int8
 from ...quant.onnx_int8 import OnnxInt8, has_vnni
 from ...quant.smoothquant import smooth
-from ...runners import OrtRunner, TorchRunner
+from ...runners import OpenVinoRunner, OrtRunner, TorchRunner
 from ...schema import param
 from ...transforms import transform
 from ..base import StageContext, StageResult
@@ -63,9 +63,6 @@ def openvino_problems(c: StaticInt8Config) -> list[str]:
     if c.smoothquant in ("auto", "per-layer"):
         problems.append(f"smoothquant: {c.smoothquant} fits onnxruntime's quantizer; with backend openvino give an "
                         "alpha (0-1) or none")
-    if c.max_accuracy_drop is not None:
-        problems.append("max_accuracy_drop is not available with backend openvino (the guard runs onnxruntime's "
-                        "quantizer)")
     return problems
 
 
@@ -115,7 +112,9 @@ class StaticInt8(OnnxInt8Method):
         summary = {"quantizer": changes["quantizer"]}
         _, batches = self._calibration(state, ctx, changes, summary)
         changes["activations"] = f"int8 static (NNCF's ranges from {summary['calibration_samples']} training examples)"
-        state.onnx = nncf_int8.nncf_quantize(export_onnx(state.model, state.tokenizer), batches)
+        quantizer = nncf_int8.NncfInt8(export_onnx(state.model, state.tokenizer), batches)
+        threads = ctx.recipe.bench.threads
+        state.onnx = self._quantized(quantizer, state, ctx, lambda onnx: OpenVinoRunner(onnx, threads), changes, summary)
         state.model = None  # the ONNX graph is now the model; its transform's backend makes OpenVINO its runtime
         return StageResult(state, summary=summary, transforms=[transform("quantize", **changes)])
 
