@@ -2,9 +2,10 @@
 fp32 baseline: the fine-tuned MiniLM-L6 on torch fp32 beside the same model on ONNX Runtime fp32, or NNCF's static
 INT8 graph of it on OpenVINO, at batch 1 x 64, timed (a) each alone, back to back, (b) alternating call by call,
 (c) in turns of N calls with the first of each turn untimed (tfc.bench's protocol, N = 5), for a few N. Repeated
-`--rounds` times in one process; prints each model's median per protocol and round.
+`--rounds` times in one process; prints each model's median per protocol and round. `--pruned FOLDER` adds a pruned
+checkpoint on torch beside the teacher on torch (how a stage's latency timing, costs.Timer, reads a pruned model).
 
-    python scripts/explore_interleaving.py [--calls 200] [--rounds 3]
+    python scripts/explore_interleaving.py [--calls 200] [--rounds 3] [--pruned runs/bench-cofi/cofi-4x]
 """
 from __future__ import annotations
 
@@ -51,16 +52,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200, help="timed calls per model and protocol")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pruned", type=Path, help="a pruned checkpoint to time on torch beside the teacher")
     args = parser.parse_args()
     checkpoint = tfc_cli.load(TEACHER)
     inputs = bench_inputs(checkpoint.tokenizer, ["a gripping , funny and moving film that never lets up ."], 1, 64)
     runs = {runtime: Timer(runtime, inputs, 2, checkpoint.tokenizer).runner(checkpoint.model.eval())
             for runtime in ("torch", "onnxruntime", "openvino-int8")}
+    if args.pruned:
+        runs["pruned torch"] = Timer("torch", inputs, 2, checkpoint.tokenizer).runner(tfc_cli.load(args.pruned).model.eval())
     for run in runs.values():
         for _ in range(20):
             run()
     protocols = {"alone": None, "call by call": 1, "turns of 5": 5, "turns of 10": 10, "turns of 20": 20}
-    for other in ("onnxruntime", "openvino-int8"):
+    for other in [name for name in runs if name != "torch"]:
         pair = {"torch": runs["torch"], other: runs[other]}
         results = {name: [timed(pair, args.calls, turn) for _ in range(args.rounds)] for name, turn in protocols.items()}
         print(f"\n| protocol | torch ms (rounds) | {other} ms (rounds) | speedup (rounds) |\n|---|---:|---:|---:|")

@@ -141,6 +141,22 @@ def test_the_latency_table_recovers_known_costs(monkeypatch):
     assert table.total([3, 3, 3], [22, 22, 22]) == pytest.approx(fake_ms(None, model))
 
 
+def test_the_stage_timer_takes_turns_as_tfc_bench_does():
+    """Each runner gets `rounds` timed calls, in turns of TURN_CALLS opened by an untimed call, the order of the
+    runners alternating turn by turn (bench.in_turns): not call by call."""
+    from tfc_cli.bench import TURN_CALLS
+
+    timer = costs.Timer("torch", {k: v.numpy() for k, v in tiny_batch("bert").items()}, threads=1, tokenizer=None)
+    calls = []
+    rounds = 2 * TURN_CALLS
+    times = timer.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds)
+    assert {name: len(t) for name, t in times.items()} == {"a": rounds, "b": rounds}
+    warm_up = 2 * max(3, rounds // 4)
+    runs = [(name, len(list(group))) for name, group in itertools.groupby(calls[warm_up:])]
+    turn = TURN_CALLS + 1
+    assert runs == [("a", turn), ("b", 2 * turn), ("a", turn)]
+
+
 def test_onnxruntime_timing_runs_the_exported_model():
     """The onnxruntime table times an exported copy: the model against itself is a ratio of about one."""
     from tests.conftest import make_tokenizer
