@@ -169,9 +169,9 @@ class Timer:
 
     def interleaved(self, runs: dict, rounds: int) -> dict[str, list[float]]:
         """Milliseconds per call of each runner (`rounds` timed calls each), after a warm-up, in alternating turns as
-        `tfc bench` times them (bench.in_turns). Call by call, the stage read the 4x CoFi model of MiniLM-L6 at
-        4.04-4.20x where turns read 4.46-4.99x and `tfc bench` 4.91x (AMD EPYC, 2 threads), so it pruned for a
-        shortfall the deployed model does not have."""
+        `tfc bench` times them (bench.in_turns), so that a stage's target and the report's speedup are read alike.
+        Beside the teacher on torch, the 4x CoFi model of MiniLM-L6 read 3.97-4.06x call by call, 4.19-4.27x alone
+        and 3.97-4.60x in turns of 5-10 (AMD EPYC, 2 threads; scripts/explore_interleaving.py --pruned)."""
         from ..bench import in_turns
 
         torch.set_num_threads(self.threads)
