@@ -139,6 +139,16 @@ def test_the_latency_table_recovers_known_costs(monkeypatch):
     assert table.ffn == pytest.approx({f: 0.01 * f for f in ffn_grid(22)})
     assert table.base == pytest.approx(1.0)
     assert table.total([3, 3, 3], [22, 22, 22]) == pytest.approx(fake_ms(None, model))
+    assert table.protocol["other_processes_cpu_cores"] >= 0  # what else ran while the table was measured
+
+
+def test_a_disturbed_stage_timing_says_so(monkeypatch):
+    said = []
+    monkeypatch.setattr(costs.progress, "info", said.append)
+    costs.warn_if_disturbed({"other_processes_cpu_cores": 0.1, "threads": 2, "logical_cores": 2}, "the table")
+    assert said == []
+    costs.warn_if_disturbed({"other_processes_cpu_cores": 1.2, "threads": 2, "logical_cores": 2}, "the table")
+    assert len(said) == 1 and "the table is unreliable: other processes used 1.20 CPU cores" in said[0]
 
 
 def test_the_stage_timer_takes_turns_as_tfc_bench_does():

@@ -12,7 +12,7 @@ import torch
 from .. import progress
 from ..arch import Family, Gates, Keep, family_for
 from ..arch.surgery import fold, resize
-from .costs import CostTable
+from .costs import CostTable, warn_if_disturbed
 from .scores import Scores, scores
 from .search import keep_from_counts, rearrange, removal_losses, search_counts
 from .tune import tune_masks
@@ -74,12 +74,15 @@ def _mask(kept: tuple[tuple[int, ...], ...], width: int) -> torch.Tensor:
 
 
 def measured_speedup(original, pruned, timer, rounds: int = 30) -> dict:
-    """Median latency ratio original / pruned, the two timed interleaved (costs.Timer)."""
-    from ..bench import ratio_interval
+    """Median latency ratio original / pruned, the two timed interleaved (costs.Timer), with what else ran."""
+    from ..bench import MachineLoad, ratio_interval
 
     runs = {"original": timer.runner(original), "pruned": timer.runner(pruned)}
-    times = timer.interleaved(runs, rounds)
+    with MachineLoad() as load:
+        times = timer.interleaved(runs, rounds)
+    warn_if_disturbed(load.result | {"threads": timer.threads}, "the measured speedup")
     result = ratio_interval(times["original"], times["pruned"])
     return {"speedup": round(result["ratio"], 3), "low": round(result["low"], 3), "high": round(result["high"], 3),
             "original_ms": round(float(np.median(times["original"])), 3),
-            "pruned_ms": round(float(np.median(times["pruned"])), 3)}
+            "pruned_ms": round(float(np.median(times["pruned"])), 3),
+            "other_processes_cpu_cores": load.result["other_processes_cpu_cores"]}
