@@ -19,9 +19,12 @@ from .gates import CofiGates, Lagrangian
 from .target import project
 
 PROJECTION_TOLERANCE = 0.005  # the final gates land within half a point of the target (sparsity or latency removed)
-# a latency shortfall raises the table's target by at most this factor: on MiniLM-L6 the table's error was 1.24x,
-# while a 2 ms model timed beside other work came out short enough that the raise removed every sublayer
+# a latency shortfall raises the table's target by at most this factor per try: on MiniLM-L6 the table's error was
+# 1.24x, while a 2 ms model timed beside other work came out short enough that the raise removed every sublayer
 MAX_CORRECTION = 1.25
+# tries, each timing the copy the last raise gave: one raise left MiniLM-L6 short of 2x (table target 2.52x, measured
+# 1.83x; AMD EPYC, 2 threads), the table being off by more where more is removed
+MAX_CORRECTIONS = 3
 EQUIVALENCE_ATOL = 1e-3  # gated vs physically pruned logits, checked on a real batch
 
 
@@ -138,21 +141,31 @@ class CofiRun:
                 "gated_vs_pruned_max_logit_diff": diff, **correction}
 
     def _correct(self, final, gates: CofiGates, measure) -> tuple:
-        """Time a pruned copy; when it falls more than 2% short of the target speedup, project once more with the
-        table's target raised by the shortfall, at most MAX_CORRECTION (as `prune method: mask-search` searches
-        again), so the fine-tuning that follows recovers from the extra removal. Returns the gates and what was measured."""
+        """Time a pruned copy; while it falls more than 2% short of the target speedup, project once more with the
+        table's target raised by the shortfall (at most MAX_CORRECTION a try, MAX_CORRECTIONS tries), so the
+        fine-tuning that follows recovers from the extra removal. A timing disturbed by other processes corrects
+        nothing. Returns the gates and what was measured."""
+        from ..bench import BUSY_CORES
+
         self.gating.remove()  # the plain student: copies of it are pruned and timed
         target = self.budget.speedup
         measured = measure(self._pruned_copy(final))
-        record = {"measured_speedup_as_projected": measured}
-        if measured["speedup"] < 0.98 * target:
+        record, tries = {"measured_speedup_as_projected": measured}, []
+        while measured["speedup"] < 0.98 * target and len(tries) < MAX_CORRECTIONS:
+            if measured.get("other_processes_cpu_cores", 0) > BUSY_CORES:
+                record["correction_skipped"] = "other processes ran while the pruned copy was timed"
+                break
             predicted = 1 / (1 - self.budget.achieved(final))
             raised = self.budget.retargeted(predicted * min(target / measured["speedup"], MAX_CORRECTION))
             progress.info(f"  measured {measured['speedup']:.2f}x, short of {target:g}x: projecting again onto "
                           f"{raised.speedup:.2f}x by the table")
             final, moved = project(final, gates, raised, PROJECTION_TOLERANCE)
-            record |= {"corrected_table_target": round(raised.speedup, 3), "units_moved": moved,
-                       "measured_speedup_corrected": measure(self._pruned_copy(final))}
+            measured = measure(self._pruned_copy(final))
+            tries.append({"table_target": round(raised.speedup, 3), "units_moved": moved, "measured": measured})
+        if tries:
+            record |= {"corrected_table_target": tries[-1]["table_target"],
+                       "units_moved": sum(t["units_moved"] for t in tries),
+                       "measured_speedup_corrected": measured, "corrections": tries}
         self.gating = Gating(self.family, self.slot)
         return final, record
 
