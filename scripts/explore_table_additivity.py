@@ -40,6 +40,14 @@ def without(model, attention: bool, ffn: bool):
     return copy_
 
 
+def table_ms(table, groups: list[int], ffn: list[int]) -> float:
+    """The table's total for any counts, its points interpolated as the cofi budget interpolates them."""
+    def cost(points: dict, count: int) -> float:
+        counts = sorted(points)
+        return float(np.interp(count, counts, [points[c] for c in counts]))
+    return table.base + sum(cost(table.heads, g) for g in groups) + sum(cost(table.ffn, f) for f in ffn)
+
+
 def ratio(timer: Timer, teacher, model, calls: int) -> tuple[float, float]:
     times = timer.interleaved({"teacher": timer.runner(teacher), "model": timer.runner(model)}, calls)
     return float(np.median(times["teacher"])), float(np.median(times["model"]))
@@ -68,7 +76,7 @@ def main() -> None:
             print(f"  {name}: {m / t:.3f} of the whole model = {m / t * full:.2f} ms at the table's scale")
         for name, p in pruned.items():
             dims = family_for(p).dims()
-            predicted = full / table.total(list(dims.groups), list(dims.ffn))
+            predicted = full / table_ms(table, list(dims.groups), list(dims.ffn))
             t, m = ratio(timer, model, p, args.calls)
             print(f"  {name}: heads {list(dims.groups)} FFN {list(dims.ffn)}: table predicts {predicted:.2f}x, "
                   f"measured {t / m:.2f}x")
