@@ -21,7 +21,7 @@ import torch
 from .. import progress
 from ..arch import Dims, Keep, family_for
 from ..arch.surgery import resize
-from ..bench import MachineLoad, disturbance
+from ..bench import MachineLoad, bench_inputs, default_threads, disturbance, in_turns
 from ..errors import TfcError
 
 FFN_GRID_POINTS = 16  # FFN sizes measured per table (0 and 16 evenly spaced counts up to the full width)
@@ -172,8 +172,6 @@ class Timer:
     def for_stage(cls, runtime: str, state, ctx) -> "Timer":
         """Timing a stage's model as the recipe's bench will: its batch size, sequence length and threads, on
         training texts (never the split the report is measured on)."""
-        from ..bench import bench_inputs, default_threads
-
         bench = ctx.recipe.bench
         texts = ctx.data.split("train")["text"]
         return cls(runtime, bench_inputs(state.tokenizer, texts, bench.batch_size, bench.seq_len),
@@ -184,8 +182,6 @@ class Timer:
         `tfc bench` times them (bench.in_turns), so that a stage's target and the report's speedup are read alike.
         Beside the teacher on torch, the 4x CoFi model of MiniLM-L6 read 3.97-4.06x call by call, 4.19-4.27x alone
         and 3.97-4.60x in turns of 5-10 (AMD EPYC, 2 threads; scripts/explore_interleaving.py --pruned)."""
-        from ..bench import in_turns
-
         torch.set_num_threads(self.threads)
         for run in runs.values():
             for _ in range(max(3, rounds // 4)):

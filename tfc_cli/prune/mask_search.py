@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import progress
+from ..bench import MachineLoad, ratio_interval
 from ..arch import Family, Gates, Keep, family_for
 from ..arch.surgery import fold, resize
 from .costs import CostTable, warn_if_disturbed
@@ -75,8 +76,6 @@ def _mask(kept: tuple[tuple[int, ...], ...], width: int) -> torch.Tensor:
 
 def measured_speedup(original, pruned, timer, rounds: int = 30) -> dict:
     """Median latency ratio original / pruned, the two timed interleaved (costs.Timer), with what else ran."""
-    from ..bench import MachineLoad, ratio_interval
-
     runs = {"original": timer.runner(original), "pruned": timer.runner(pruned)}
     with MachineLoad() as load:
         times = timer.interleaved(runs, rounds)
