@@ -14,7 +14,7 @@ Steps (each skipped when its output already holds a report, so an interrupted ru
 Prints a Markdown table for docs/BENCHMARKS.md and writes runs/bench-cofi/results.json.
 
     python scripts/bench_cofi.py [--repeats 100] [--sparsities 60,90] [--speedups 2] [--latency-runtime torch]
-        [--runs 1] [--no-first-k]
+        [--runs 1] [--no-first-k] [--schedule 6,2,2]
 """
 from __future__ import annotations
 
@@ -104,7 +104,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="`tfc bench` processes per model and batch size, "
                         "alternating between the models; the table shows the median run and the range")
     parser.add_argument("--no-first-k", action="store_true", help="skip the truncated-teacher competitors")
+    parser.add_argument("--schedule", default="", help="EPOCHS,WARMUP,FINETUNE: the --speedups runs' cofi epochs, "
+                        "sparsity_warmup_epochs and finetune_epochs instead of the recipe's (output names gain -eEwWfF)")
     args = parser.parse_args()
+    schedule, suffix = {}, ""
+    if args.schedule:
+        epochs, warmup, finetune = (int(x) for x in args.schedule.split(","))
+        schedule = {"epochs": epochs, "sparsity_warmup_epochs": warmup, "finetune_epochs": finetune}
+        suffix = f"-e{epochs}w{warmup}f{finetune}"
     OUT.mkdir(parents=True, exist_ok=True)
     if not (TEACHER / "tfc.json").exists():
         tfc("compress", "recipes/rt-minilm-finetune.yaml")
@@ -121,8 +128,8 @@ def main() -> None:
     points = [(f"CoFi {s}%", f"cofi{s}", cofi_stage({60: "rt-minilm-cofi60-int8", 90: "rt-minilm-cofi90"}[s]))
               for s in map(int, filter(None, args.sparsities.split(",")))]
     on = "" if args.latency_runtime == "torch" else f" on {args.latency_runtime}"
-    points += [(f"CoFi {x:g}x latency target{on}", f"cofi-{x:g}x{on.replace(' on ', '-')}",
-                cofi_stage("rt-minilm-cofi-2x-int8", target_speedup=x, latency_runtime=args.latency_runtime))
+    points += [(f"CoFi {x:g}x latency target{on}{suffix}", f"cofi-{x:g}x{on.replace(' on ', '-')}{suffix}",
+                cofi_stage("rt-minilm-cofi-2x-int8", target_speedup=x, latency_runtime=args.latency_runtime, **schedule))
                for x in map(float, filter(None, args.speedups.split(",")))]
     for label, name, cofi in points:
         report = run_recipe(name, TEACHER, [cofi])

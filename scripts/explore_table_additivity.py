@@ -1,8 +1,9 @@
 """Are a latency table's sublayer costs additive? The table (prune/costs.py) prices the attention sublayers with every
-FFN whole and the FFNs with every attention whole, and adds them. Here the teacher (fine-tuned MiniLM-L6, torch,
-batch 1 x 64, 2 threads, costs.Timer in turns) is timed whole, without any attention sublayer, without any FFN, and
-without either, each against the whole model in the same process; then pruned checkpoints (`--pruned`) are timed
-against the teacher and set beside what the table predicts for their structure. Repeated `--rounds` times.
+FFN whole and the FFNs with every attention whole, and adds them to the time of the model with neither. Here the
+teacher (fine-tuned MiniLM-L6, torch, batch 1 x 64, 2 threads, costs.Timer in turns) is timed whole, without any
+attention sublayer, without any FFN, and without either, each against the whole model in the same process; then
+pruned checkpoints (`--pruned`) are timed against the teacher and set beside what the table predicts for their
+structure. Repeated `--rounds` times.
 
     python scripts/explore_table_additivity.py --pruned runs/bench-cofi/cofi-2x runs/bench-cofi/cofi-4x
 """
@@ -69,14 +70,18 @@ def main() -> None:
     for round_ in range(1, args.rounds + 1):
         table = latency_table(model, timer, "explore")
         full = table.protocol["full_model_ms"]
-        print(f"\nround {round_}: table full {full:.2f} ms, no attention {table.protocol['no_attention_ms']:.2f}, "
-              f"no FFN {table.protocol['no_ffn_ms']:.2f}, base (additive) {table.base:.2f} ms")
+        additive = table.protocol["no_attention_ms"] + table.protocol["no_ffn_ms"] - full
+        dims = family_for(model).dims()
+        table_full = table_ms(table, list(dims.groups), list(dims.ffn))
+        print(f"\nround {round_}: table full {full:.2f} ms (its sum {table_full:.2f}), no attention "
+              f"{table.protocol['no_attention_ms']:.2f}, no FFN {table.protocol['no_ffn_ms']:.2f}, base (timed) "
+              f"{table.base:.2f} ms, additive {additive:.2f} ms")
         for name, corner in corners.items():
             t, m = ratio(timer, model, corner, args.calls)
             print(f"  {name}: {m / t:.3f} of the whole model = {m / t * full:.2f} ms at the table's scale")
         for name, p in pruned.items():
             dims = family_for(p).dims()
-            predicted = full / table_ms(table, list(dims.groups), list(dims.ffn))
+            predicted = table_full / table_ms(table, list(dims.groups), list(dims.ffn))  # as the cofi budget predicts
             t, m = ratio(timer, model, p, args.calls)
             print(f"  {name}: heads {list(dims.groups)} FFN {list(dims.ffn)}: table predicts {predicted:.2f}x, "
                   f"measured {t / m:.2f}x")

@@ -142,6 +142,28 @@ def test_the_latency_table_recovers_known_costs(monkeypatch):
     assert table.protocol["other_processes_cpu_cores"] >= 0  # what else ran while the table was measured
 
 
+def test_the_latency_tables_base_is_the_model_without_any_sublayer(monkeypatch):
+    """A table's base is timed on the model with every sublayer removed, not derived from the sweeps' two ends: here
+    the model without attention runs 0.3 ms slower than its sublayers add up to (as noise makes one timing on a real
+    machine), which the derived base would carry into every pruned model's prediction."""
+    model = tiny_model("bert")
+
+    def fake_ms(self, m):
+        dims = family_for(m).dims()
+        without_attention = not any(dims.groups) and all(dims.ffn)
+        whole = 1.0 + sum(0.5 + 0.1 * g for g in dims.groups if g) + sum(0.01 * f for f in dims.ffn)
+        return whole + 0.3 * without_attention
+    monkeypatch.setattr(costs.Timer, "runner", lambda self, m: lambda: fake_ms(self, m))
+    monkeypatch.setattr(costs.Timer, "interleaved", lambda self, runs, rounds: {k: [run()] * rounds
+                                                                                for k, run in runs.items()})
+    timer = costs.Timer("torch", {k: v.numpy() for k, v in tiny_batch("bert").items()}, threads=1, tokenizer=None)
+    table = costs.latency_table(model, timer)
+    assert table.base == pytest.approx(1.0) == table.protocol["no_sublayer_ms"]
+    assert table.protocol["no_attention_ms"] + table.protocol["no_ffn_ms"] - table.protocol["full_model_ms"] == \
+        pytest.approx(1.3)  # what the base would have been, derived
+    assert table.total([0, 0, 0], [0, 0, 0]) == pytest.approx(1.0)
+
+
 def test_a_disturbed_stage_timing_says_so(monkeypatch):
     said = []
     monkeypatch.setattr(costs.progress, "info", said.append)

@@ -3,10 +3,13 @@ measured on this machine with the runtime the model will run on (Kwon et al. 202
 
 The latency table is measured on copies of the whole model, at the benchmark's batch size and sequence length: every
 layer's attention at 0..G groups with the FFNs whole, then every FFN at 0..F units on a grid with the attention
-whole. A sublayer's cost is the time over the time without it, divided by the layers; `base` is what makes the
-table's sum equal the full model's time. (Timing attention and FFN each with the other removed over-predicted the
-speedup: their sum was 33 ms for a model measured at 25-30 ms, and 1.50x predicted came out 1.28x measured on
-MiniLM-L6.)
+whole. A sublayer's cost is the time over the time without it, divided by the layers. (Timing attention and FFN
+each with the other removed over-predicted the speedup: their sum was 33 ms for a model measured at 25-30 ms, and
+1.50x predicted came out 1.28x measured on MiniLM-L6.) `base`, what every layer's sublayers removed leaves
+(embeddings, classifier, the calls between), is timed directly as a third point. Derived instead as the time without
+attention plus the time without FFNs minus the whole, it summed three timings' noise: on MiniLM-L6 it came out
+0.77 ms and -0.05 ms in two tables a minute apart where the model without either measured 0.39-0.51 ms, and one
+table predicted 4.63x for a model measured at 3.70x (the direct base: 4.19x).
 """
 from __future__ import annotations
 
@@ -82,21 +85,23 @@ def latency_table(model, timer: "Timer", stage: str = "prune") -> CostTable:
     grid = ffn_grid(units)
     every_group, every_unit = (tuple(range(groups)),) * layers, (tuple(range(units)),) * layers
     reference = _Reference(timer, model)
-    with progress.bar(f"{stage}: measuring a latency table on {timer.runtime}", groups + 1 + len(grid)) as advance, \
+    with progress.bar(f"{stage}: measuring a latency table on {timer.runtime}", groups + 2 + len(grid)) as advance, \
             MachineLoad() as load:
         heads = _sweep(model, reference, [Keep((tuple(range(g)),) * layers, every_unit, None)
                                           for g in range(groups, -1, -1)], advance)
         ffn = _sweep(model, reference, [Keep(every_group, (tuple(range(f)),) * layers, None)
                                         for f in reversed(grid)], advance)
+        neither = _sweep(model, reference, [Keep(((),) * layers, ((),) * layers, None)], advance)
     reference_ms = float(np.median(reference.times))
     heads = {g: ratio * reference_ms for g, ratio in zip(range(groups, -1, -1), heads)}
     ffn = {f: ratio * reference_ms for f, ratio in zip(reversed(grid), ffn)}
+    base = neither[0] * reference_ms
     full = (heads[groups] + ffn[units]) / 2  # measured twice, once per sweep
-    base = heads[0] + ffn[0] - full  # so that the table predicts the full model, and each sweep's end, exactly
     batch_size, seq_len = timer.inputs["input_ids"].shape
     protocol = {"runtime": timer.runtime, "batch_size": int(batch_size), "seq_len": int(seq_len),
                 "threads": timer.threads, "repeats": timer.repeats, "full_model_ms": round(full, 4),
-                "no_attention_ms": round(heads[0], 4), "no_ffn_ms": round(ffn[0], 4)} | load.result
+                "no_attention_ms": round(heads[0], 4), "no_ffn_ms": round(ffn[0], 4),
+                "no_sublayer_ms": round(base, 4)} | load.result
     warn_if_disturbed(protocol, f"the {stage} stage's latency table")
     protocol["measured_ms"] = {"heads": {k: round(v, 4) for k, v in heads.items()},
                                "ffn": {k: round(v, 4) for k, v in ffn.items()}}
