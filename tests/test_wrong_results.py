@@ -21,7 +21,7 @@ import tfc_cli
 from tests.conftest import write_split
 from tfc_cli.bench import MachineLoad, disturbance, ratio_interval
 from tfc_cli.cli.app import app
-from tfc_cli.gates import evaluate_gates
+from tfc_cli.gates import describe, evaluate_gates
 from tfc_cli.recipe import GatesConfig
 
 runner = CliRunner()
@@ -241,13 +241,17 @@ def test_speedup_interval_and_gates_judged_on_it():
     noisy = ratio_interval(np.r_[np.full(25, 3.5), np.full(25, 196.0)], np.full(50, 3.5))
     assert noisy["low"] == pytest.approx(1.0) and noisy["high"] == pytest.approx(56.0)
 
-    def judged(threshold, interval):
+    def judged(threshold, interval, disturbed=None):
         return evaluate_gates(GatesConfig(min_speedup=threshold),
                               {"metric_delta": 0, "speedup": interval["ratio"], "speedup_interval": interval,
-                               "size_ratio": 1})[0]["status"]
+                               "size_ratio": 1}, disturbed)[0]
 
-    assert judged(1.9, tight) == "pass" and judged(2.1, tight) == "fail"
-    assert judged(1.5, noisy) == "inconclusive"  # "374x faster" on a busy machine passes no gate
+    assert judged(1.9, tight)["status"] == "pass" and judged(2.1, tight)["status"] == "fail"
+    assert judged(1.5, noisy)["status"] == "inconclusive"  # "374x faster" on a busy machine passes no gate
+    # nor does a tight interval timed while other processes used the CPU: a busy machine slows torch the most
+    busy = judged(1.9, tight, "other processes used 1.20 CPU cores on average while the models were timed")
+    assert busy["status"] == "inconclusive" and not busy["passed"] and "1.20 CPU cores" in describe(busy)
+    assert judged(2.1, tight, "other processes used 1.20 CPU cores")["status"] == "fail"
 
 
 def test_other_processes_during_timing_are_measured_and_flagged():

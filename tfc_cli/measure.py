@@ -117,7 +117,8 @@ def build_report(recipe, data, measured: dict, stage_records: list, fingerprint:
     }
     report["task"]["held_out"] = getattr(data, "held_out", None)
     report["comparison"] = comparison(measured["models"]["baseline"], measured["models"]["compressed"])
-    report["gates"] = evaluate_gates(recipe.gates, report["comparison"])
+    report["gates"] = evaluate_gates(recipe.gates, report["comparison"],
+                                     disturbance(measured["models"]["baseline"]["latency"]["protocol"]))
     report["warnings"] = report_warnings(recipe, report)
     report["wall_s"] = wall_s
     return report
