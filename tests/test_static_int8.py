@@ -141,16 +141,48 @@ def test_fake_quant_linear_is_close_to_float_and_passes_gradients():
     assert isinstance(block[0], torch.nn.Linear) and isinstance(block[2][0], torch.nn.Linear)
 
 
-def test_qat_int8_recipe_end_to_end(make_recipe, tmp_path):
-    recipe = make_recipe("""
-      - {type: finetune, epochs: 3, learning_rate: 3.0e-3, batch_size: 16}
-      - {type: quantize, method: qat-int8, qat_epochs: 1, qat_learning_rate: 1.0e-3, qat_batch_size: 16, calibration_samples: 64}
+def test_calibrated_fake_quant_ranges_are_the_calibration_min_and_max_and_stay_fixed():
+    import torch
+
+    from tfc_cli.quant.qat import FakeQuantLinear, calibrate_fake_quant
+
+    class Wrapped(torch.nn.Module):  # takes keyword inputs, as a model does
+        def __init__(self):
+            super().__init__()
+            self.fq = FakeQuantLinear(torch.nn.Linear(4, 2))
+
+        def forward(self, x):
+            return self.fq(x)
+
+    torch.manual_seed(0)
+    model = Wrapped()
+    batches = [{"x": torch.randn(3, 4).numpy()}, {"x": (5 * torch.randn(3, 4)).numpy()}]
+    out = model.fq.linear(torch.as_tensor(batches[0]["x"]))
+    assert calibrate_fake_quant(model, batches) == 1
+    assert float(model.fq.lo) == pytest.approx(min(b["x"].min() for b in batches))
+    assert float(model.fq.hi) == pytest.approx(max(b["x"].max() for b in batches))
+    lo, hi = float(model.fq.lo), float(model.fq.hi)
+    model.train()
+    rounded = model(torch.as_tensor(batches[0]["x"]))
+    assert (float(model.fq.lo), float(model.fq.hi)) == (lo, hi)  # a training batch does not move a fixed range
+    assert not torch.equal(rounded, out) and (rounded - out).abs().max() < 0.1  # rounded on the fixed grid
+
+
+@pytest.mark.parametrize("options, distill", [(", qat_ranges: moving-average, qat_distill: false", False), ("", True)])
+def test_qat_int8_recipe_end_to_end(make_recipe, tmp_path, options, distill):
+    recipe = make_recipe(f"""
+      - {{type: finetune, epochs: 3, learning_rate: 3.0e-3, batch_size: 16}}
+      - {{type: quantize, method: qat-int8, qat_epochs: 1, qat_learning_rate: 1.0e-3, qat_batch_size: 16, calibration_samples: 64{options}}}
     """, name="qat")
     result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "qat" / "tfc.json").read_text())
     summary = manifest["stages"][1]["summary"]
     assert summary["qat"]["fake_quantized_linear"] == 2 * 6  # 2 layers x (q, k, v, o, ffn in, ffn out)
+    assert summary["qat"]["distill"] is distill and summary["qat"]["ranges"] == ("calibration" if distill else
+                                                                                 "moving-average")
+    # distilled: trained on the float model's outputs (a distillation loss), else on the labels (a training loss)
+    assert ("distill_loss" if distill else "train_loss") in summary["qat"]["epochs"][0]
     assert manifest["transforms"][-1]["method"] == "qat-int8" and manifest["transforms"][-1]["format"] == "QDQ"
     report = json.loads((tmp_path / "out" / "qat" / "report.json").read_text())
     assert abs(report["comparison"]["metric_delta"]) <= 0.05

@@ -1,14 +1,23 @@
 """`method: qat-int8` (onnxruntime): fine-tune with the encoder's Linear layers fake-quantized (quant/qat.py), keep
-the best epoch on validation, then convert with static-int8's calibration."""
+the best epoch on validation, then convert with static-int8's calibration. The fine-tuning learns from the labels,
+or with `qat_distill` from the float model itself: its logits and every layer's hidden states (TernaryBERT's
+losses, Zhang et al. 2020, https://arxiv.org/abs/2009.12812), the model entering the stage being the one INT8 should
+match."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 from ...arch import BY_MODEL_TYPE, family_for, known_types
-from ...quant.qat import insert_fake_quant, remove_fake_quant
+from ...distill import DistillRun
+from ...quant.qat import calibrate_fake_quant, insert_fake_quant, remove_fake_quant
 from ...schema import param
+from ...tasks import task_of
+from ...training import Training
 from ..base import StageContext
+from ..distill import DistillStageConfig
 from ..finetune import Finetune, FinetuneConfig
 from .method import BACKEND_HELP, METHOD_HELP
 from .static import StaticInt8, StaticInt8Config
@@ -22,6 +31,12 @@ class QatInt8Config(StaticInt8Config):
     qat_learning_rate: float = param(1e-5, help="learning rate of the fake-quantized fine-tuning", min=0,
                                      min_exclusive=True)
     qat_batch_size: int = param(32, help="batch size of the fake-quantized fine-tuning", min=1)
+    # On MiniLM-L6 (docs/BENCHMARKS.md, "QAT"), one epoch lost 1.49 pt with moving-average ranges and the labels,
+    # 1.10 with calibrated ranges, 0.86 with calibrated ranges and distillation (17% more time): hence the defaults.
+    qat_ranges: Literal["moving-average", "calibration"] = param(
+        "calibration", help="the fake-quantized inputs' ranges: a moving average of each training batch's min and "
+        "max, or fixed to the min and max over the calibration examples (as the converted graph's)")
+    qat_distill: bool = param(True, help="learn from the float model's logits and hidden states instead of the labels")
 
 
 class QatInt8(StaticInt8):
@@ -40,8 +55,11 @@ class QatInt8(StaticInt8):
 
     def plan(self, info) -> str:
         c = self.config
-        return (f"qat-int8 on onnxruntime: fine-tune {c.qat_epochs} epoch(s) at lr {c.qat_learning_rate:g} with "
-                f"fake-quantized Linear layers, then static INT8 calibrated on {c.calibration_samples} examples")
+        target = "the float model's logits and hidden states" if c.qat_distill else "the labels"
+        ranges = "fixed by calibration" if c.qat_ranges == "calibration" else "a moving average"
+        return (f"qat-int8 on onnxruntime: fine-tune {c.qat_epochs} epoch(s) at lr {c.qat_learning_rate:g} on {target} "
+                f"with fake-quantized Linear layers (input ranges {ranges}), then static INT8 calibrated on "
+                f"{c.calibration_samples} examples")
 
     def _calibration(self, state, ctx: StageContext, changes: dict, summary: dict):
         summary["qat"] = self._train_quantization_aware(state, ctx)
@@ -50,9 +68,32 @@ class QatInt8(StaticInt8):
     def _train_quantization_aware(self, state, ctx: StageContext) -> dict:
         """Fine-tune with fake-quantized Linear layers (the best epoch on validation is kept), then unwrap them."""
         c = self.config
+        teacher = copy.deepcopy(state.model).eval() if c.qat_distill else None
         wrapped = insert_fake_quant(family_for(state.model).layers())
-        trainer = Finetune(FinetuneConfig(epochs=c.qat_epochs, learning_rate=c.qat_learning_rate,
-                                          batch_size=c.qat_batch_size, warmup_ratio=0.0))
-        result = trainer.apply(state, ctx)
+        if c.qat_ranges == "calibration":
+            calibrate_fake_quant(state.model, self._calibration_batches(state, ctx))
+        if teacher is None:
+            trainer = Finetune(FinetuneConfig(epochs=c.qat_epochs, learning_rate=c.qat_learning_rate,
+                                              batch_size=c.qat_batch_size, warmup_ratio=0.0))
+            summary = trainer.apply(state, ctx).summary
+        else:
+            summary = self._distill(state, ctx, teacher)
         remove_fake_quant(family_for(state.model).layers())
-        return {"fake_quantized_linear": wrapped} | result.summary
+        return {"fake_quantized_linear": wrapped, "ranges": c.qat_ranges, "distill": c.qat_distill} | summary
+
+    def _distill(self, state, ctx: StageContext, teacher) -> dict:
+        """The fake-quantized model trained to reproduce `teacher` (the float model): softened logits (T=1) and the
+        hidden states of every layer, no labels."""
+        c = self.config
+        task = task_of(ctx.recipe)
+        config = dataclasses.replace(DistillStageConfig(), epochs=c.qat_epochs, learning_rate=c.qat_learning_rate,
+                                     batch_size=c.qat_batch_size, warmup_ratio=0.0, temperature=1.0, alpha=1.0,
+                                     hidden_weight=1.0)
+        layers = len(family_for(teacher).layers())
+        run = DistillRun(config, state.model, teacher, [(i, i) for i in range(layers)], False,
+                         Training(c.qat_batch_size), stage="quantize")
+        loader = run.training.loader(task.train_loader(state, ctx, c.qat_batch_size, ctx.seed))
+        best_epoch, best_score, history = run.train(loader, lambda label: task.validate(run.student, state, ctx, label))
+        run.close()
+        state.model = run.student.cpu().eval()
+        return {"best_epoch": best_epoch, best_score.name.replace(" ", "_"): best_score.value, "epochs": history}

@@ -118,14 +118,19 @@ class StaticInt8(OnnxInt8Method):
         state.model = None  # the ONNX graph is now the model; its transform's backend makes OpenVINO its runtime
         return StageResult(state, summary=summary, transforms=[transform("quantize", **changes)])
 
+    def _calibration_batches(self, state, ctx: StageContext) -> list[dict]:
+        """Model inputs of `calibration_samples` training examples, a sample seeded by the recipe."""
+        train = ctx.data.split("train")
+        rows = random.Random(ctx.seed).sample(range(len(train)), min(self.config.calibration_samples, len(train)))
+        return model_inputs(train.select(sorted(rows)), state, ctx)
+
     def _calibration(self, state, ctx: StageContext, changes: dict, summary: dict) -> tuple[str, list[dict]]:
         c = self.config
-        train = ctx.data.split("train")
-        rows = random.Random(ctx.seed).sample(range(len(train)), min(c.calibration_samples, len(train)))
-        batches = model_inputs(train.select(sorted(rows)), state, ctx)
-        changes |= {"activations": f"uint8 static ({c.calibration} calibration on {len(rows)} training examples)",
+        batches = self._calibration_batches(state, ctx)
+        samples = sum(len(b["input_ids"]) for b in batches)
+        changes |= {"activations": f"uint8 static ({c.calibration} calibration on {samples} training examples)",
                     "format": "QDQ"}
-        summary["calibration_samples"] = len(rows)
+        summary["calibration_samples"] = samples
         alpha, tried = self._auto_alpha(state, ctx, batches) if c.smoothquant == "auto" else (c.smoothquant, None)
         if alpha is not None:
             changes["smoothquant"] = self._smooth(state.model, batches, alpha)
