@@ -31,8 +31,10 @@ class QatInt8Config(StaticInt8Config):
     qat_learning_rate: float = param(1e-5, help="learning rate of the fake-quantized fine-tuning", min=0,
                                      min_exclusive=True)
     qat_batch_size: int = param(32, help="batch size of the fake-quantized fine-tuning", min=1)
-    # On MiniLM-L6 (docs/BENCHMARKS.md, "QAT"), one epoch lost 1.49 pt with moving-average ranges and the labels,
-    # 1.10 with calibrated ranges, 0.86 with calibrated ranges and distillation (17% more time): hence the defaults.
+    # On MiniLM-L6 (docs/BENCHMARKS.md, "QAT"), one epoch on the labels lost 1.49 pt with moving-average ranges and
+    # 1.10 with calibrated ones, both worse than converting the float weights untrained (0.86). The distilled run's
+    # epoch scored below the model before training on validation, so it kept that model (0.86): distillation is the
+    # default because its loop keeps the model before training when training does not help.
     qat_ranges: Literal["moving-average", "calibration"] = param(
         "calibration", help="the fake-quantized inputs' ranges: a moving average of each training batch's min and "
         "max, or fixed to the min and max over the calibration examples (as the converted graph's)")
@@ -83,7 +85,8 @@ class QatInt8(StaticInt8):
 
     def _distill(self, state, ctx: StageContext, teacher) -> dict:
         """The fake-quantized model trained to reproduce `teacher` (the float model): softened logits (T=1) and the
-        hidden states of every layer, no labels."""
+        hidden states of every layer, no labels. The model before training (epoch 0) competes on validation with
+        every epoch."""
         c = self.config
         task = task_of(ctx.recipe)
         config = dataclasses.replace(DistillStageConfig(), epochs=c.qat_epochs, learning_rate=c.qat_learning_rate,
