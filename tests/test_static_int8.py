@@ -188,6 +188,21 @@ def test_qat_int8_recipe_end_to_end(make_recipe, tmp_path, options, distill):
     assert abs(report["comparison"]["metric_delta"]) <= 0.05
 
 
+def test_qat_keeps_the_model_before_training_when_no_epoch_beats_it(make_recipe, tmp_path):
+    """A learning rate that wrecks the model: the QAT epoch scores below the model as it came on validation, so the
+    model as it came is converted (best epoch 0), not the wrecked one."""
+    recipe = make_recipe("""
+      - {type: finetune, epochs: 3, learning_rate: 3.0e-3, batch_size: 16}
+      - {type: quantize, method: qat-int8, qat_distill: false, qat_epochs: 1, qat_learning_rate: 3.0, qat_batch_size: 16, calibration_samples: 64}
+    """, name="qat-wrecked")
+    result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "qat-wrecked" / "tfc.json").read_text())["stages"][1]["summary"]["qat"]
+    assert summary["best_epoch"] == 0 and summary["epochs"][0]["validation_accuracy"] < summary["validation_accuracy"]
+    report = json.loads((tmp_path / "out" / "qat-wrecked" / "report.json").read_text())
+    assert abs(report["comparison"]["metric_delta"]) <= 0.05  # the finetuned model, quantized
+
+
 def _classifier_with_an_outlier(folder):
     """The tiny classifier with a 50x outlier input channel into layer 0's FFN down-projection (as GELU tails
     make), and a padded batch of two sentences."""

@@ -46,7 +46,9 @@ class Finetune(Stage):
         return (f"train all parameters for {c.epochs} epoch(s) at lr {c.learning_rate:g}, batch {c.batch_size}; "
                 "evaluate on validation after each epoch and keep the best")
 
-    def apply(self, state, ctx: StageContext) -> StageResult:
+    def apply(self, state, ctx: StageContext, initial=None) -> StageResult:
+        """`initial`: the model's validation score before training (a `tasks.Score`); given, the model as it came
+        competes with every epoch (epoch 0) and is kept when none beats it."""
         from transformers import get_linear_schedule_with_warmup
 
         c = self.config
@@ -68,7 +70,7 @@ class Finetune(Stage):
         def step(loss):
             training.step(loss, params, optimizer, scheduler, params, c.max_grad_norm)
 
-        history, best = [], BestEpoch(model)
+        history, best = [], BestEpoch(model, epoch=0 if initial is not None else None, score=initial)
         for epoch in range(1, c.epochs + 1):
             loss = training.epoch(model, loader, loss_of, step, f"finetune epoch {epoch}/{c.epochs}", self.type,
                                   at=f"epoch {epoch}")
