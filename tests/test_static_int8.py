@@ -130,7 +130,7 @@ def test_fake_quant_linear_is_close_to_float_and_passes_gradients():
     fq = FakeQuantLinear(linear).train()
     x = torch.randn(4, 16)
     out = fq(x)
-    assert torch.isfinite(fq.lo) and float(fq.lo) == float(x.min())
+    assert torch.isfinite(fq.input_quant.lo) and float(fq.input_quant.lo) == float(x.min())
     assert (out - linear(x)).abs().max() < 0.05 * linear(x).abs().max()
     assert not torch.equal(out, linear(x))  # it really rounds
     out.sum().backward()
@@ -159,12 +159,12 @@ def test_calibrated_fake_quant_ranges_are_the_calibration_min_and_max_and_stay_f
     batches = [{"x": torch.randn(3, 4).numpy()}, {"x": (5 * torch.randn(3, 4)).numpy()}]
     out = model.fq.linear(torch.as_tensor(batches[0]["x"]))
     assert calibrate_fake_quant(model, batches) == 1
-    assert float(model.fq.lo) == pytest.approx(min(b["x"].min() for b in batches))
-    assert float(model.fq.hi) == pytest.approx(max(b["x"].max() for b in batches))
-    lo, hi = float(model.fq.lo), float(model.fq.hi)
+    assert float(model.fq.input_quant.lo) == pytest.approx(min(b["x"].min() for b in batches))
+    assert float(model.fq.input_quant.hi) == pytest.approx(max(b["x"].max() for b in batches))
+    lo, hi = float(model.fq.input_quant.lo), float(model.fq.input_quant.hi)
     model.train()
     rounded = model(torch.as_tensor(batches[0]["x"]))
-    assert (float(model.fq.lo), float(model.fq.hi)) == (lo, hi)  # a training batch does not move a fixed range
+    assert (float(model.fq.input_quant.lo), float(model.fq.input_quant.hi)) == (lo, hi)  # a training batch does not move a fixed range
     assert not torch.equal(rounded, out) and (rounded - out).abs().max() < 0.1  # rounded on the fixed grid
 
 
@@ -179,6 +179,7 @@ def test_qat_int8_recipe_end_to_end(make_recipe, tmp_path, options, distill):
     manifest = json.loads((tmp_path / "out" / "qat" / "tfc.json").read_text())
     summary = manifest["stages"][1]["summary"]
     assert summary["qat"]["fake_quantized_linear"] == 2 * 6  # 2 layers x (q, k, v, o, ffn in, ffn out)
+    assert summary["qat"]["fake_quantized_attention_matmuls"] == 2 * 2 and summary["qat"]["fake_quantized_embeddings"] == 3
     assert summary["qat"]["distill"] is distill and summary["qat"]["ranges"] == ("calibration" if distill else
                                                                                  "moving-average")
     # distilled: trained on the float model's outputs (a distillation loss), else on the labels (a training loss)
@@ -329,3 +330,83 @@ def test_classifier_export_uses_eager_attention_and_leaves_the_model_as_it_was(t
     with torch.no_grad():
         expected = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
     np.testing.assert_allclose(_run(graph, batch), expected, atol=1e-5)
+
+
+def test_static_int8_rounds_only_what_int8_kernels_read(tiny_classifier):
+    """onnxruntime's QDQ placement also rounds the MatMul outputs, and hands the rounded LayerNorm outputs to the
+    residual Adds and to MatMuls left in float; tfc's graph rounds the inputs of the quantized MatMuls and
+    Gathers only."""
+    import onnx
+
+    import tfc_cli
+    from tests.conftest import sentence
+
+    ckpt = tfc_cli.load(tiny_classifier)
+    rng = random.Random(2)
+    batches = calibration_batches(ckpt.tokenizer, [sentence(rng, i % 2 == 0) for i in range(16)], None, 16,
+                                  input_names(ckpt.tokenizer, ckpt.model))
+    fp32 = export_onnx(ckpt.model, ckpt.tokenizer)
+
+    def rounded(ort_default: bool) -> tuple[set[str], dict[str, set[str]]]:
+        """The op types whose outputs get a Quantize/Dequantize pair, and op type (or 'float MatMul') -> the
+        activations it reads through a DequantizeLinear."""
+        quantizer = OnnxInt8(fp32, "static-int8", per_channel=True, reduce_range=False, batches=batches,
+                             ort_default_qdq=ort_default)
+        left_float = next(n for n, label in quantizer.candidates().items() if ".attention.self.query (" in label)
+        graph = onnx.load_from_string(quantizer.quantize(exclude=[left_float])).graph
+        producer = {o: n.op_type for n in graph.node for o in n.output}
+        quantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+        activation_dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in quantized}
+        readers: dict[str, set[str]] = {}
+        for node in graph.node:
+            kind = "float MatMul" if node.name == left_float else node.op_type
+            readers.setdefault(kind, set()).update(i for i in node.input if i in activation_dq)
+        return {producer.get(t, "input") for t in quantized.values()}, readers
+
+    (default_producers, default_readers), (producers, readers) = rounded(True), rounded(False)
+    # what onnxruntime alone does: MatMul outputs rounded; residual Adds and the float MatMul read rounded values
+    assert "MatMul" in default_producers and default_readers["Add"] and default_readers["float MatMul"]
+    assert "MatMul" not in producers and readers["float MatMul"] == set()
+    assert all("embedding" in t for t in readers["Add"])  # only the gathered rows, on their table's own grid
+    assert readers["MatMul"]  # the quantized MatMuls still read uint8
+
+
+def test_fake_quantizing_everything_static_int8_quantizes_matches_the_converted_graph(tiny_classifier):
+    """Calibrated on the same batches, the fake-quantized torch model is what ONNX Runtime's static INT8 graph
+    computes: with the attention MatMuls and embedding tables rounded too, much closer than with the Linear layers
+    alone. On leaving, the model is exactly as it was."""
+    import torch
+
+    import tfc_cli
+    from tests.conftest import sentence
+    from tfc_cli.arch import family_for
+    from tfc_cli.quant.qat import calibrate_fake_quant, fake_quantized
+
+    ckpt = tfc_cli.load(tiny_classifier)
+    model = ckpt.model.eval()
+    rng = random.Random(1)
+    texts = [sentence(rng, i % 2 == 0) for i in range(40)]
+    names = input_names(ckpt.tokenizer, model)
+    batches = calibration_batches(ckpt.tokenizer, texts[:32], None, 16, names)
+    held_out = calibration_batches(ckpt.tokenizer, texts[32:], None, 16, names)[0]
+    int8 = _run(OnnxInt8(export_onnx(model, ckpt.tokenizer), "static-int8", per_channel=True, reduce_range=False,
+                         batches=batches).quantize(), held_out)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    implementation = model.config._attn_implementation
+    error = {}
+    for linear_only in (False, True):
+        with fake_quantized(model, family_for(model), linear_only=linear_only) as counts:
+            calibrate_fake_quant(model, batches)
+            error[linear_only] = float(np.abs(_logits(model, held_out).numpy() - int8).max())
+        assert model.state_dict().keys() == before.keys()
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+        assert model.config._attn_implementation == implementation
+    assert counts == {"fake_quantized_linear": 12, "fake_quantized_attention_matmuls": 0,
+                      "fake_quantized_embeddings": 0}
+    assert error[False] < error[True] / 10, error  # measured 2.5e-6 vs 1.5e-4
+    with pytest.raises(RuntimeError), fake_quantized(model, family_for(model)) as counts:
+        assert counts == {"fake_quantized_linear": 12, "fake_quantized_attention_matmuls": 4,
+                          "fake_quantized_embeddings": 3}
+        raise RuntimeError("training failed")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert model.config._attn_implementation == implementation
