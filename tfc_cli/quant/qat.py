@@ -142,7 +142,8 @@ def fake_quantized(model: nn.Module, family, linear_only: bool = False) -> Itera
     tables = [] if linear_only else family.embedding_tables()
     for table in tables:
         parametrize.register_parametrization(table, "weight", TableFakeQuant())
-    attention, before = [] if linear_only else _attention_modules(family), model.config._attn_implementation
+    attention = [] if linear_only else _attention_modules(family)
+    before = model.config._attn_implementation
     try:
         if attention:
             _register_attention()
