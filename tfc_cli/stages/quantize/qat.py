@@ -75,8 +75,8 @@ class QatInt8(StaticInt8):
         return super()._calibration(state, ctx, changes, summary)
 
     def _train_quantization_aware(self, state, ctx: StageContext) -> dict:
-        """Fine-tune fake-quantized (the best epoch on validation is kept, the model before
-        training competing as epoch 0), then unwrap them."""
+        """Fine-tune fake-quantized (the best epoch on validation is kept, the model before training competing as
+        epoch 0); the fake quantization is removed on leaving."""
         c = self.config
         teacher = copy.deepcopy(state.model).eval() if c.qat_distill else None
         with fake_quantized(state.model, family_for(state.model), linear_only=c.qat_fake_quant == "linear") as wrapped:
