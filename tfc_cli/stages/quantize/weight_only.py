@@ -21,7 +21,9 @@ class WeightOnlyConfig(MethodConfig):
     method: Literal["weight-only"] = param("weight-only", help=METHOD_HELP)
     backend: Literal["onnxruntime"] = param("onnxruntime", help=BACKEND_HELP)
     bits: Literal[4, 8] = param(4, help="weight bits")
-    group_size: Literal[16, 32, 64, 128, 256] = param(32, help="weights sharing one scale")
+    group_size: Literal[16, 32, 64, 128, 256] = param(
+        32, help="weights sharing one scale; with compute int8 also the block the activation is rounded in. int8 in "
+        "groups of 128 decodes 1.13-1.17x faster than 32 and loses more (SmolLM2-135M +1.3% perplexity vs +0.6%)")
     algorithm: Literal["rtn", "hqq", "gptq", "awq"] = param(
         "rtn", help="rounding: rtn (nearest level, no data), gptq (rounding errors compensated column by column on "
         "calibration text), awq (activation-aware input scaling and clipping on calibration text) - all three run "
