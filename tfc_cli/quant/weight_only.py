@@ -14,6 +14,10 @@ one 576x1536 SmolLM2 matmul, medians): fp32 55 us; MatMulNBits int4 32 us and in
   `algorithm: gptq | awq` round the attention and FFN Linears in torch on calibration text (quant/calibrated.py) to
   codes with integer zero points, the fast kernel's layout; they go into the graph as computed (quant/nbits_graph.py).
   The LM head too, untied from the embeddings, whose table is rounded to nearest as for rtn.
+- Group size at int8 (measured 2026-12-05, AMD EPYC AVX-512 VNNI, 2 threads): groups of 128 decode SmolLM2-135M
+  1.13-1.17x and Qwen2.5-0.5B 1.17x faster than groups of 32, and lose more perplexity (+1.3% vs +0.6% on SmolLM2):
+  the integer kernel rounds the activation too, in blocks of the group size, and that is most of the loss
+  (simulated: weights alone in 128s +0.37%, with the activation +1.44%; scripts/explore_int8_groups.py).
 - Token embeddings (Gather): int4 in groups (GatherBlockQuantized) for bits 4. ORT's quantizer does Gather at 4 bits
   only, so for bits 8 tfc stores the table int8 with one scale per row and dequantizes the gathered rows.
 - A tied LM head reads the embedding transposed (a Transpose, or after ORT's fusions a FusedMatMul with transB);
