@@ -69,6 +69,7 @@ def _float_logits(folder, batch) -> np.ndarray:
     ("calibration: percentile", "calibration: percentile is onnxruntime's"),
     ("per_channel: false", "per_channel: false is onnxruntime's"),
     ("smoothquant: auto", "smoothquant: auto fits onnxruntime's quantizer"),
+    ("target_cpu: avx2", "target_cpu: avx2 is onnxruntime's"),
     ("method: qat-int8", "'backend' in stage 2 (quantize) must be 'onnxruntime', got 'openvino'"),
 ])
 def test_what_only_onnxruntime_s_quantizer_does_is_refused_for_openvino(stage_error, options, refusal):

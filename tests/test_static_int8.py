@@ -410,3 +410,36 @@ def test_fake_quantizing_everything_static_int8_quantizes_matches_the_converted_
         raise RuntimeError("training failed")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert model.config._attn_implementation == implementation
+
+
+@pytest.mark.parametrize("target, reduced", [("avx2", True), ("vnni", False)])
+def test_target_cpu_sets_the_weight_range_whatever_cpu_compresses(make_recipe, tmp_path, monkeypatch, target, reduced):
+    """A graph for AVX2 keeps weights in 7 bits (AVX2's 16-bit sums of two u8 x s8 products overflow otherwise),
+    also when compressed on a VNNI CPU, and the other way round."""
+    import onnx
+    from onnx import numpy_helper
+
+    from tfc_cli.quant import onnx_int8
+
+    monkeypatch.setattr(onnx_int8, "cpu_description", lambda: {"flags": {"avx512_vnni": not reduced, "avx_vnni": False}})
+    recipe = make_recipe(f"""
+      - {{type: finetune, epochs: 1, learning_rate: 3.0e-3, batch_size: 16}}
+      - {{type: quantize, method: dynamic-int8, target_cpu: {target}}}
+    """, name=target)
+    result = runner.invoke(app, ["compress", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / target
+    assert json.loads((out / "tfc.json").read_text())["transforms"][-1]["reduce_range"] is reduced
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(out / "model.onnx")).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims and np.prod(t.dims) > 64]
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert largest <= 64 if reduced else largest > 64
+
+
+def test_target_cpu_this_follows_the_cpu(monkeypatch):
+    from tfc_cli.quant import onnx_int8
+    from tfc_cli.stages.quantize.dynamic import DynamicInt8Config
+
+    for vnni in (True, False):
+        monkeypatch.setattr(onnx_int8, "cpu_description", lambda: {"flags": {"avx512_vnni": vnni, "avx_vnni": False}})
+        assert DynamicInt8Config().reduce_range() is not vnni

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -26,6 +26,14 @@ class Int8Config(MethodConfig):
     per_channel: bool = param(True, help="one weight scale per output channel (else per tensor); onnxruntime only")
     max_accuracy_drop: Optional[float] = param(
         None, help="leave the most harmful nodes in float until validation accuracy is within this of float", min=0)
+    target_cpu: Literal["this", "avx2", "vnni"] = param(
+        "this", help="the CPU the graph is for (onnxruntime): this (the one compressing, detected), avx2 (no VNNI: "
+        "weights in 7 bits, which AVX2's 16-bit sums cannot overflow), vnni (AVX-512 or AVX VNNI: full 8 bits; on a "
+        "CPU without VNNI such a graph can overflow)")
+
+    def reduce_range(self) -> bool:
+        """Weights in 7 bits: what onnxruntime's int8 kernels need on CPUs without VNNI."""
+        return {"this": not has_vnni(), "avx2": True, "vnni": False}[self.target_cpu]
 
 
 class OnnxInt8Method(QuantizeMethod):
@@ -47,10 +55,10 @@ class OnnxInt8Method(QuantizeMethod):
 
     def apply(self, state, ctx: StageContext) -> StageResult:
         c = self.config
-        reduce_range = not has_vnni()
+        reduce_range = c.reduce_range()
         changes = {"method": self.method, "backend": "onnxruntime", "weights": "int8", "per_channel": c.per_channel,
                    "reduce_range": reduce_range}
-        summary = {"reduce_range": reduce_range, "vnni": not reduce_range}
+        summary = {"reduce_range": reduce_range, "target_cpu": c.target_cpu, "this_cpu_has_vnni": has_vnni()}
         calibration, batches = self._calibration(state, ctx, changes, summary)
         quantizer = OnnxInt8(export_onnx(state.model, state.tokenizer), self.ort_method, c.per_channel, reduce_range,
                              calibration, batches)

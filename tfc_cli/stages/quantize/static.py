@@ -21,7 +21,7 @@ from ...evaluate import predict
 from ...logits import kl_divergence
 from ...onnx_export import export_onnx
 from ...quant import nncf_int8
-from ...quant.onnx_int8 import OnnxInt8, has_vnni
+from ...quant.onnx_int8 import OnnxInt8
 from ...quant.smoothquant import smooth
 from ...runners import OpenVinoRunner, OrtRunner, TorchRunner
 from ...schema import param
@@ -60,6 +60,8 @@ def openvino_problems(c: StaticInt8Config) -> list[str]:
         problems.append(f"calibration: {c.calibration} is onnxruntime's; NNCF (backend openvino) sets its own ranges")
     if not c.per_channel:
         problems.append("per_channel: false is onnxruntime's; NNCF (backend openvino) scales weights per channel")
+    if c.target_cpu != "this":
+        problems.append(f"target_cpu: {c.target_cpu} is onnxruntime's; OpenVINO picks its int8 kernels on the CPU it runs on")
     if c.smoothquant in ("auto", "per-layer"):
         problems.append(f"smoothquant: {c.smoothquant} fits onnxruntime's quantizer; with backend openvino give an "
                         "alpha (0-1) or none")
@@ -142,7 +144,8 @@ class StaticInt8(OnnxInt8Method):
         return c.calibration, batches
 
     def _smooth(self, model, batches: list[dict], alpha: float | str) -> dict:
-        return smooth(model, family_for(model).layers(), batches, alpha, self.config.per_channel, not has_vnni())
+        return smooth(model, family_for(model).layers(), batches, alpha, self.config.per_channel,
+                      self.config.reduce_range())
 
     def _auto_alpha(self, state, ctx: StageContext, batches: list[dict]) -> tuple[float | str | None, list[dict]]:
         """The candidate (no SmoothQuant, AUTO_ALPHAS, per-layer) whose static INT8 model's validation logits are
@@ -160,7 +163,7 @@ class StaticInt8(OnnxInt8Method):
             model = copy.deepcopy(state.model)
             if alpha is not None:
                 self._smooth(model, batches, alpha)
-            onnx = OnnxInt8(export_onnx(model, state.tokenizer), self.ort_method, c.per_channel, not has_vnni(),
+            onnx = OnnxInt8(export_onnx(model, state.tokenizer), self.ort_method, c.per_channel, c.reduce_range(),
                             c.calibration, batches).quantize()
             logits, labels = predict(OrtRunner(onnx), state.tokenizer, ctx.data, max_length, "validation",
                                      f"validation (smoothquant {alpha})")
