@@ -401,12 +401,21 @@ def test_fake_quantizing_everything_static_int8_quantizes_matches_the_converted_
         assert model.state_dict().keys() == before.keys()
         assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
         assert model.config._attn_implementation == implementation
-    assert counts == {"fake_quantized_linear": 12, "fake_quantized_attention_matmuls": 0,
-                      "fake_quantized_embeddings": 0}
+    assert counts == {"fake_quantized_linear": 12, "fake_quantized_weight_levels": "-127..127",
+                      "fake_quantized_attention_matmuls": 0, "fake_quantized_embeddings": 0}
     assert error[False] < error[True] / 10, error  # measured 2.5e-6 vs 1.5e-4
+    # a graph for a CPU without VNNI (weights in -64..64): training must round as that graph does
+    reduced = _run(OnnxInt8(export_onnx(model, ckpt.tokenizer), "static-int8", per_channel=True, reduce_range=True,
+                            batches=batches).quantize(), held_out)
+    for reduce_range in (False, True):
+        with fake_quantized(model, family_for(model), reduce_range=reduce_range) as counts:
+            calibrate_fake_quant(model, batches)
+            error[reduce_range] = float(np.abs(_logits(model, held_out).numpy() - reduced).max())
+    assert counts["fake_quantized_weight_levels"] == "-64..64"
+    assert error[True] < error[False] / 10, error  # measured 3.9e-6 vs 3.5e-4
     with pytest.raises(RuntimeError), fake_quantized(model, family_for(model)) as counts:
-        assert counts == {"fake_quantized_linear": 12, "fake_quantized_attention_matmuls": 4,
-                          "fake_quantized_embeddings": 3}
+        assert counts == {"fake_quantized_linear": 12, "fake_quantized_weight_levels": "-127..127",
+                          "fake_quantized_attention_matmuls": 4, "fake_quantized_embeddings": 3}
         raise RuntimeError("training failed")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert model.config._attn_implementation == implementation

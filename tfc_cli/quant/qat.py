@@ -1,9 +1,9 @@
 """Quantization-aware training: fake-quantize what static INT8 on ONNX Runtime quantizes (quant/onnx_int8.py: every
 MatMul and Gather) while fine-tuning, so training sees the rounding the deployed graph does:
-- the encoder's Linear layers: weights int8 per output channel, symmetric (the converter's max-abs scales); inputs
-  uint8 per tensor;
+- the encoder's Linear layers: weights int8 per output channel, symmetric (the converter's max-abs scales: levels
+  -127..127, or -64..64 when the graph is for a CPU without VNNI, ORT's reduced range); inputs uint8 per tensor;
 - both MatMuls of attention: query and key, then the softmax probabilities and value, uint8 per tensor each;
-- the embedding tables (the Gathers): uint8 per tensor, asymmetric.
+- the embedding tables (the Gathers): uint8 per tensor, asymmetric (0..255, or 0..127 in the reduced range).
 Rounding passes gradients straight through (torch.fake_quantize_* ops).
 
 The activation ranges either follow each training batch (a moving average of its min and max) or are fixed beforehand
@@ -24,10 +24,10 @@ EMA = 0.01  # weight of each new batch in the activation range
 ATTENTION = "tfc_fake_quant"  # the attention implementation registered with transformers while training
 
 
-def _fake_quant_uint8(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+def _fake_quant_uint8(x: torch.Tensor, lo: float, hi: float, top: int = 255) -> torch.Tensor:
     lo, hi = min(lo, 0.0), max(hi, 0.0)  # the range must hold zero exactly
-    scale = max((hi - lo) / 255, 1e-8)
-    return torch.fake_quantize_per_tensor_affine(x, scale, int(round(-lo / scale)), 0, 255)
+    scale = max((hi - lo) / top, 1e-8)
+    return torch.fake_quantize_per_tensor_affine(x, scale, int(round(-lo / scale)), 0, top)
 
 
 class ActivationFakeQuant(nn.Module):
@@ -57,25 +57,33 @@ class ActivationFakeQuant(nn.Module):
         return _fake_quant_uint8(x, float(self.lo), float(self.hi))
 
 
+FULL_RANGE, REDUCED_RANGE = 127, 64  # the symmetric int8 weight levels ORT's converter uses: -b..b
+
+
 class FakeQuantLinear(nn.Module):
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, weight_bound: int = FULL_RANGE):
         super().__init__()
-        self.linear = linear
+        self.linear, self.weight_bound = linear, weight_bound
         self.input_quant = ActivationFakeQuant()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quant(x)
-        w = self.linear.weight
-        w_scale = (w.detach().abs().amax(dim=1) / 127).clamp(min=1e-8)
-        w = torch.fake_quantize_per_channel_affine(w, w_scale, torch.zeros_like(w_scale, dtype=torch.int32), 0, -127, 127)
+        w, b = self.linear.weight, self.weight_bound
+        w_scale = (w.detach().abs().amax(dim=1) / b).clamp(min=1e-8)
+        w = torch.fake_quantize_per_channel_affine(w, w_scale, torch.zeros_like(w_scale, dtype=torch.int32), 0, -b, b)
         return F.linear(x, w, self.linear.bias)
 
 
 class TableFakeQuant(nn.Module):
-    """An embedding table rounded to uint8 per tensor on its own min and max (a parametrization of its weight)."""
+    """An embedding table rounded to uint8 per tensor on its own min and max (a parametrization of its weight), on
+    0..`top`."""
+
+    def __init__(self, top: int = 255):
+        super().__init__()
+        self.top = top
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return _fake_quant_uint8(weight, float(weight.detach().min()), float(weight.detach().max()))
+        return _fake_quant_uint8(weight, float(weight.detach().min()), float(weight.detach().max()), self.top)
 
 
 def fake_quant_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -103,14 +111,14 @@ def _register_attention() -> None:
     AttentionMaskInterface.register(ATTENTION, eager_mask)  # the additive float mask eager attention takes
 
 
-def insert_fake_quant(layers: list[nn.Module]) -> int:
+def insert_fake_quant(layers: list[nn.Module], weight_bound: int = FULL_RANGE) -> int:
     """Wrap every nn.Linear inside `layers`; returns how many."""
     count = 0
     for layer in layers:
         for parent in list(layer.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear):
-                    setattr(parent, name, FakeQuantLinear(child))
+                    setattr(parent, name, FakeQuantLinear(child, weight_bound))
                     count += 1
     return count
 
@@ -134,14 +142,15 @@ def _attention_modules(family) -> list[nn.Module]:
 
 
 @contextlib.contextmanager
-def fake_quantized(model: nn.Module, family, linear_only: bool = False) -> Iterator[dict]:
-    """`model` with everything static INT8 quantizes fake-quantized (or its encoder's Linear layers only), and
-    exactly as before on leaving, also on error. Yields how many of each were wrapped; attention MatMuls stay float in
-    models whose attention transformers does not dispatch (their count is 0)."""
-    linears = insert_fake_quant(family.layers())
+def fake_quantized(model: nn.Module, family, linear_only: bool = False, reduce_range: bool = False) -> Iterator[dict]:
+    """`model` with everything static INT8 quantizes fake-quantized (or its encoder's Linear layers only; weights
+    and tables in ORT's reduced range with `reduce_range`), and exactly as before on leaving, also on error. Yields how
+    many of each were wrapped; attention MatMuls stay float in models whose attention transformers does not
+    dispatch (their count is 0)."""
+    linears = insert_fake_quant(family.layers(), REDUCED_RANGE if reduce_range else FULL_RANGE)
     tables = [] if linear_only else family.embedding_tables()
     for table in tables:
-        parametrize.register_parametrization(table, "weight", TableFakeQuant())
+        parametrize.register_parametrization(table, "weight", TableFakeQuant(127 if reduce_range else 255))
     attention = [] if linear_only else _attention_modules(family)
     before = model.config._attn_implementation
     try:
@@ -153,7 +162,9 @@ def fake_quantized(model: nn.Module, family, linear_only: bool = False) -> Itera
     for module in attention:
         module.matmul_input_quant = nn.ModuleList(ActivationFakeQuant() for _ in range(4))
     try:
-        yield {"fake_quantized_linear": linears, "fake_quantized_attention_matmuls": 2 * len(attention),
+        yield {"fake_quantized_linear": linears, "fake_quantized_weight_levels":
+               f"-{REDUCED_RANGE if reduce_range else FULL_RANGE}..{REDUCED_RANGE if reduce_range else FULL_RANGE}",
+               "fake_quantized_attention_matmuls": 2 * len(attention),
                "fake_quantized_embeddings": len(tables)}
     finally:
         if attention:

@@ -79,7 +79,8 @@ class QatInt8(StaticInt8):
         epoch 0); the fake quantization is removed on leaving."""
         c = self.config
         teacher = copy.deepcopy(state.model).eval() if c.qat_distill else None
-        with fake_quantized(state.model, family_for(state.model), linear_only=c.qat_fake_quant == "linear") as wrapped:
+        with fake_quantized(state.model, family_for(state.model), linear_only=c.qat_fake_quant == "linear",
+                            reduce_range=c.reduce_range()) as wrapped:
             if c.qat_ranges == "calibration":
                 calibrate_fake_quant(state.model, self._calibration_batches(state, ctx))
             if teacher is None:
