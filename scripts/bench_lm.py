@@ -29,6 +29,8 @@ VARIANTS = {
                            "act_order: true}",
     "int4-awq": "{type: quantize, method: weight-only, bits: 4, group_size: 32, algorithm: awq}",
     "int8-gptq": "{type: quantize, method: weight-only, bits: 8, group_size: 32, algorithm: gptq}",
+    "int8-awq-g128": "{type: quantize, method: weight-only, bits: 8, group_size: 128, algorithm: awq}",
+    "int8-gptq-g128": "{type: quantize, method: weight-only, bits: 8, group_size: 128, algorithm: gptq}",
 }
 TRAIN_SHARE = 0.8
 

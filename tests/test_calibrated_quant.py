@@ -13,7 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from tfc_cli.cli.app import app
-from tfc_cli.quant.awq import _fold_into_norm, _search_scale, awq_layer_
+from tfc_cli.quant.awq import activation_rounding_error, _fold_into_norm, _search_scale, awq_layer_
 from tfc_cli.quant.gptq import gptq_
 from tfc_cli.quant.group_grid import round_to_grid
 from tfc_cli.quant.nbits_graph import apply_codes
@@ -50,11 +50,12 @@ def test_grid_holds_zero_and_reproduces_weights_on_it():
 
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("accuracy_level", [None, 4])
-def test_codes_run_as_matmul_nbits_with_the_values_they_stand_for(bits, accuracy_level):
+@pytest.mark.parametrize("k", [96, 80])  # 3 groups (the odd count pads the packed int4 zero points); 2.5 groups
+def test_codes_run_as_matmul_nbits_with_the_values_they_stand_for(bits, accuracy_level, k):
     import onnxruntime as ort
 
     g = torch.Generator().manual_seed(1)
-    k, n, group = 96, 24, 32  # 3 groups: the odd count pads the packed int4 zero points
+    n, group = 24, 32
     codes = round_to_grid(torch.randn(n, k, generator=g), bits, group)
     weight = codes.dequantized().numpy()
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
@@ -68,6 +69,7 @@ def test_codes_run_as_matmul_nbits_with_the_values_they_stand_for(bits, accuracy
     assert node.op_type == "MatMulNBits" and len(node.input) == 4  # integer zero points
     x = np.random.RandomState(0).randn(1, k).astype(np.float32)
     y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert codes.scales.shape == (n, 3) and weight.shape == (n, k)
     expected = x @ weight.T
     tolerance = 1e-4 if accuracy_level is None else 0.02  # level 4 rounds the activations to int8 per group
     assert np.abs(y - expected).max() <= tolerance * np.abs(expected).max()
@@ -85,12 +87,27 @@ def test_a_weight_not_made_of_the_codes_is_left_alone():
     assert apply_codes(model, [codes], 4) == 0 and model.graph.node[0].op_type == "MatMul"
 
 
+def test_awq_scores_activation_rounding_only_for_int8_weights_on_integer_compute(tiny_llama):  # noqa: F811
+    from transformers import AutoModelForCausalLM
+
+    from tfc_cli.quant.calibrated import calibrated_codes
+
+    ids = torch.randint(4, 99, (2, 16), generator=torch.Generator().manual_seed(0))
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+    searches = {(bits, integer): calibrated_codes(AutoModelForCausalLM.from_pretrained(tiny_llama).eval(), batches,
+                                                  "awq", bits, 16, integer_compute=integer)[1]["scale_search"]
+                for bits, integer in ((8, True), (8, False), (4, True))}
+    assert searches[8, True].startswith("weight and int8 activation rounding")
+    assert searches[8, False] == searches[4, True] == "weight rounding"
+
+
 @pytest.mark.parametrize("act_order", [False, True])
-def test_gptq_lowers_the_output_error_of_rounding_to_nearest(act_order):
-    x = correlated_inputs(512, 64)
+@pytest.mark.parametrize("cols", [64, 56])  # 56: the last group holds 8 of 16
+def test_gptq_lowers_the_output_error_of_rounding_to_nearest(act_order, cols):
+    x = correlated_inputs(512, cols)
     h = x.t() @ x / len(x)
-    w = torch.randn(32, 64)
-    linear = nn.Linear(64, 32, bias=False)
+    w = torch.randn(32, cols)
+    linear = nn.Linear(cols, 32, bias=False)
     linear.weight.data.copy_(w)
     codes = gptq_(linear.weight, h, bits=4, group_size=16, act_order=act_order)
     assert torch.equal(linear.weight.data, codes.dequantized())  # the weight is exactly what the codes stand for
@@ -107,6 +124,44 @@ def test_awq_scale_search_is_never_worse_than_plain_rounding_on_its_loss():
     scaled = round_to_grid(w * s, 4, 16).dequantized() / s
     assert output_error(w, scaled, h) <= output_error(w, round_to_grid(w, 4, 16).dequantized(), h) + 1e-9
     assert not torch.allclose(s, torch.ones_like(s))  # the large input channels get scaled
+
+
+def blockwise_int8(x: torch.Tensor, group: int) -> torch.Tensor:
+    """What ORT's integer kernel does to its input: symmetric int8, one scale per token and block of `group`."""
+    blocks = x.view(len(x), -1, group)
+    scale = blocks.abs().amax(-1, keepdim=True) / 127
+    return ((blocks / scale).round() * scale).view_as(x)
+
+
+def test_activation_rounding_error_is_what_rounding_the_inputs_does():
+    x = correlated_inputs(2048, 64)
+    w = torch.randn(32, 64)
+    for s in (torch.ones(64), torch.rand(64, generator=torch.Generator().manual_seed(2)) + 0.5):
+        xs, ws = x / s, w * s
+        simulated = ((blockwise_int8(xs, 16) - xs) @ ws.t()).pow(2).sum(-1).mean()
+        expected = activation_rounding_error(x, s, w.pow(2).sum(0), 16)
+        assert 0.8 < float(expected / simulated) < 1.25
+
+
+def test_awq_scale_search_with_activation_rounding_lowers_the_kernels_error():
+    """int8 weights, inputs with rare large values in a few channels (as outlier features appear): the scale chosen
+    knowing that the kernel rounds the inputs too gives less output error than no scaling and than the search on
+    the weights alone, simulated end to end."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 64, generator=g)
+    x[:, 8:12] += (torch.rand(2048, 4, generator=g) < 0.05) * 60
+    h = x.t() @ x / len(x)
+    linear = nn.Linear(64, 32, bias=False)
+    linear.weight.data = torch.randn(32, 64, generator=g) / 8
+    w = linear.weight.data.clone()
+
+    def kernel_error(s):
+        y = blockwise_int8(x / s, 16) @ round_to_grid(w * s, 8, 16).dequantized().t()
+        return (y - x @ w.t()).pow(2).sum(-1).mean()
+
+    aware, weights_only = _search_scale([linear], h, 8, 16, inputs=x), _search_scale([linear], h, 8, 16)
+    assert kernel_error(aware) < 0.5 * kernel_error(torch.ones(64))
+    assert kernel_error(aware) < 0.9 * kernel_error(weights_only)  # 0.0118 vs 0.0137, deterministic
 
 
 def test_awq_folds_only_into_norms_where_it_is_exact():
@@ -173,9 +228,11 @@ def test_calibrated_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, algorithm
     assert abs(report["comparison"]["perplexity_ratio"] - 1) < 0.05
 
 
-def test_codes_in_the_graph_give_the_torch_models_logits(tiny_llama):  # noqa: F811
+@pytest.mark.parametrize("algorithm,group", [("gptq", 16), ("gptq", 64), ("awq", 16)])
+def test_codes_in_the_graph_give_the_torch_models_logits(tiny_llama, algorithm, group):  # noqa: F811
     """The ONNX graph with the codes computes what the torch model with the dequantized weights computes (8 bits, so
-    that the embeddings, rounded to nearest only in the graph, add little)."""
+    that the embeddings, rounded to nearest only in the graph, add little); AWQ's scales folded into the norms
+    included; groups of 64 are wider than the hidden size (32), one padded group per row."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tfc_cli.lm.runners import OrtLmRunner
@@ -188,10 +245,13 @@ def test_codes_in_the_graph_give_the_torch_models_logits(tiny_llama):  # noqa: F
     ids = torch.randint(4, 99, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         original = model(ids[:1]).logits.numpy()
-    codes, record = calibrated_codes(model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}], "gptq", 8, 16)
-    assert len(codes) == 2 * 7 + 1 and record["calibration_tokens"] == 32 and record["lm_head"] == "gptq"
+    codes, record = calibrated_codes(model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}], algorithm, 8,
+                                     group, integer_compute=True)
+    assert len(codes) == 2 * 7 + 1 and record["calibration_tokens"] == 32 and record["lm_head"] == algorithm
+    if algorithm == "awq":
+        assert record["scaled_inputs"]["lm_head"] == "into the final norm"
     assert model.lm_head.weight is not model.model.embed_tokens.weight  # untied: the table keeps its own weights
-    graph, record = weight_only_quantize(export_decoder_onnx(model, tokenizer), 8, 16, "gptq", integer_compute=False,
+    graph, record = weight_only_quantize(export_decoder_onnx(model, tokenizer), 8, group, algorithm, integer_compute=False,
                                          codes=codes)
     assert record["linear_from_calibrated_codes"] == 9
     logits = OrtLmRunner(graph, model.config)({"input_ids": ids[:1].numpy()})

@@ -30,7 +30,7 @@ def gptq_(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: in
     h[dead, dead] = 1
     w[:, dead] = 0
     original = h.clone()
-    groups = cols // group_size
+    groups = -(-cols // group_size)  # the last one shorter when group_size does not divide cols
     scales = torch.zeros(out, groups, dtype=torch.double)
     zeros = torch.zeros(out, groups, dtype=torch.double)
     if act_order:

@@ -32,10 +32,12 @@ def _pack(values: np.ndarray, bits: int) -> np.ndarray:
 
 def matmul_nbits_node(node: onnx.NodeProto, weight: str, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray,
                       bits: int, group_size: int, accuracy_level: int | None) -> tuple[onnx.NodeProto, list]:
-    """MatMulNBits replacing `node` (x @ W, W (K, N)); codes (N, K), scales and zeros (N, K / group_size)."""
+    """MatMulNBits replacing `node` (x @ W, W (K, N)); codes (N, K), scales and zeros (N, ceil(K / group_size)). K
+    is padded to whole blocks with each block's zero point, i.e. with zero weights."""
     n, k = codes.shape
-    blocks = k // group_size
-    packed = _pack(codes.reshape(n, blocks, group_size), bits)
+    blocks = -(-k // group_size)
+    padding = np.repeat(zeros[:, -1:], blocks * group_size - k, axis=1).astype(codes.dtype)
+    packed = _pack(np.concatenate([codes, padding], axis=1).reshape(n, blocks, group_size), bits)
     tensors = [numpy_helper.from_array(packed, f"{weight}_q{bits}"),
                numpy_helper.from_array(scales.astype(np.float32).reshape(-1), f"{weight}_scales"),
                numpy_helper.from_array(_pack(zeros, bits).reshape(-1), f"{weight}_zero_points")]
@@ -61,8 +63,7 @@ def apply_codes(model: onnx.ModelProto, all_codes: list[GroupCodes], accuracy_le
     nodes, replaced = [], 0
     for node in graph.node:
         init = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
-        if init is None or len(init.dims) != 2 or init.data_type != onnx.TensorProto.FLOAT \
-                or init.dims[0] % group_size:
+        if init is None or len(init.dims) != 2 or init.data_type != onnx.TensorProto.FLOAT:
             nodes.append(node)
             continue
         columns = numpy_helper.to_array(init).T  # (N, K): one output column per row

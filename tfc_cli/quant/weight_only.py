@@ -18,6 +18,8 @@ one 576x1536 SmolLM2 matmul, medians): fp32 55 us; MatMulNBits int4 32 us and in
   1.13-1.17x and Qwen2.5-0.5B 1.17x faster than groups of 32, and lose more perplexity (+1.3% vs +0.6% on SmolLM2):
   the integer kernel rounds the activation too, in blocks of the group size, and that is most of the loss
   (simulated: weights alone in 128s +0.37%, with the activation +1.44%; scripts/explore_int8_groups.py).
+  `algorithm: awq` takes it back: its scales move activation outliers into the weights (SmolLM2-135M: +0.08% in
+  128s; awq.py).
 - Token embeddings (Gather): int4 in groups (GatherBlockQuantized) for bits 4. ORT's quantizer does Gather at 4 bits
   only, so for bits 8 tfc stores the table int8 with one scale per row and dequantizes the gathered rows.
 - A tied LM head reads the embedding transposed (a Transpose, or after ORT's fusions a FusedMatMul with transB);

@@ -23,11 +23,13 @@ class WeightOnlyConfig(MethodConfig):
     bits: Literal[4, 8] = param(4, help="weight bits")
     group_size: Literal[16, 32, 64, 128, 256] = param(
         32, help="weights sharing one scale; with compute int8 also the block the activation is rounded in. int8 in "
-        "groups of 128 decodes 1.13-1.17x faster than 32 and loses more (SmolLM2-135M +1.3% perplexity vs +0.6%)")
+        "groups of 128 decodes 1.13-1.17x faster than 32 and, by rtn, loses more (SmolLM2-135M +1.3% perplexity vs "
+        "+0.6%); by awq +0.1%")
     algorithm: Literal["rtn", "hqq", "gptq", "awq"] = param(
         "rtn", help="rounding: rtn (nearest level, no data), gptq (rounding errors compensated column by column on "
-        "calibration text), awq (activation-aware input scaling and clipping on calibration text) - all three run "
-        "integer kernels; hqq (int4: float zero points fitted per group; slower kernels)")
+        "calibration text), awq (activation-aware input scaling and clipping on calibration text; at 8 bits with "
+        "compute int8 the scales also weigh the kernel's activation rounding) - all three run integer kernels; hqq (int4: float "
+        "zero points fitted per group; slower kernels)")
     compute: Literal["int8", "float"] = param(
         "int8", help="rtn, gptq, awq matmul arithmetic: int8 (activations quantized per group at run time; fastest) "
         "or float (weights dequantized; slower, no activation rounding)")
@@ -97,5 +99,6 @@ class WeightOnly(QuantizeMethod):
         c = self.config
         loader = task_of(ctx.recipe).train_loader(state, ctx, 8, ctx.seed)
         batches = list(itertools.islice(loader, -(-c.calibration_samples // 8)))
-        codes, record = calibrated_codes(state.model, batches, c.algorithm, c.bits, c.group_size, c.act_order)
+        codes, record = calibrated_codes(state.model, batches, c.algorithm, c.bits, c.group_size, c.act_order,
+                                         integer_compute=c.compute == "int8")
         return codes, record | {"calibration": f"{sum(len(b['input_ids']) for b in batches)} blocks of the training text"}
