@@ -152,8 +152,7 @@ def calibrated_codes(model: nn.Module, batches: list[dict], algorithm: str, bits
             else:
                 norms = {part: getattr(*slots[0]) if slots else None
                          for part, slots in family.sublayer_norms(layer).items()} if family.pre_norm else {}
-                layer_codes, groups = awq_layer_(linears, hessians, norms, bits, group_size,
-                                                 inputs if sample_every else None)
+                layer_codes, groups = awq_layer_(linears, hessians, norms, bits, group_size, inputs or None)
                 codes += list(layer_codes.values())
                 for group in groups:
                     scaled[group] = scaled.get(group, 0) + 1

@@ -57,11 +57,9 @@ class ActivationFakeQuant(nn.Module):
         return _fake_quant_uint8(x, float(self.lo), float(self.hi))
 
 
-FULL_RANGE, REDUCED_RANGE = 127, 64  # the symmetric int8 weight levels ORT's converter uses: -b..b
-
-
 class FakeQuantLinear(nn.Module):
-    def __init__(self, linear: nn.Linear, weight_bound: int = FULL_RANGE):
+    def __init__(self, linear: nn.Linear, weight_bound: int = 127):
+        """weight_bound: the weights' symmetric int8 levels are -weight_bound..weight_bound."""
         super().__init__()
         self.linear, self.weight_bound = linear, weight_bound
         self.input_quant = ActivationFakeQuant()
@@ -111,7 +109,7 @@ def _register_attention() -> None:
     AttentionMaskInterface.register(ATTENTION, eager_mask)  # the additive float mask eager attention takes
 
 
-def insert_fake_quant(layers: list[nn.Module], weight_bound: int = FULL_RANGE) -> int:
+def insert_fake_quant(layers: list[nn.Module], weight_bound: int = 127) -> int:
     """Wrap every nn.Linear inside `layers`; returns how many."""
     count = 0
     for layer in layers:
@@ -141,16 +139,27 @@ def _attention_modules(family) -> list[nn.Module]:
     return found
 
 
+def _converter_levels(reduce_range: bool) -> tuple[int, int]:
+    """The levels ORT's static converter rounds to: the int8 weights' symmetric bound and the uint8 tables' top."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    _, weight_bound = get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range=reduce_range, symmetric=True)
+    _, table_top = get_qmin_qmax_for_qType(TensorProto.UINT8, reduce_range=reduce_range)
+    return int(weight_bound), int(table_top)
+
+
 @contextlib.contextmanager
 def fake_quantized(model: nn.Module, family, linear_only: bool = False, reduce_range: bool = False) -> Iterator[dict]:
     """`model` with everything static INT8 quantizes fake-quantized (or its encoder's Linear layers only; weights
     and tables in ORT's reduced range with `reduce_range`), and exactly as before on leaving, also on error. Yields how
     many of each were wrapped; attention MatMuls stay float in models whose attention transformers does not
     dispatch (their count is 0)."""
-    linears = insert_fake_quant(family.layers(), REDUCED_RANGE if reduce_range else FULL_RANGE)
+    weight_bound, table_top = _converter_levels(reduce_range)
+    linears = insert_fake_quant(family.layers(), weight_bound)
     tables = [] if linear_only else family.embedding_tables()
     for table in tables:
-        parametrize.register_parametrization(table, "weight", TableFakeQuant(127 if reduce_range else 255))
+        parametrize.register_parametrization(table, "weight", TableFakeQuant(table_top))
     attention = [] if linear_only else _attention_modules(family)
     before = model.config._attn_implementation
     try:
@@ -163,7 +172,7 @@ def fake_quantized(model: nn.Module, family, linear_only: bool = False, reduce_r
         module.matmul_input_quant = nn.ModuleList(ActivationFakeQuant() for _ in range(4))
     try:
         yield {"fake_quantized_linear": linears, "fake_quantized_weight_levels":
-               f"-{REDUCED_RANGE if reduce_range else FULL_RANGE}..{REDUCED_RANGE if reduce_range else FULL_RANGE}",
+               f"-{weight_bound}..{weight_bound}",
                "fake_quantized_attention_matmuls": 2 * len(attention),
                "fake_quantized_embeddings": len(tables)}
     finally:
