@@ -16,7 +16,7 @@ from ..arch import family_for
 from ..sparsify.calibrate import layer_linears
 from .awq import awq_layer_, clip_and_round, scale_inputs_
 from .gptq import gptq_
-from .group_grid import GroupCodes
+from .group_grid import GroupCodes, diagonal_blocks, input_blocks
 
 
 ACTIVATION_SAMPLE = 4096  # tokens whose inputs AWQ scores the kernel's activation rounding on, per Linear
@@ -65,9 +65,11 @@ def _run_layer(layer: nn.Module, hidden: torch.Tensor, args: tuple, kwargs: dict
 
 @torch.no_grad()
 def _input_statistics(layer: nn.Module, linears: dict[str, nn.Linear], hiddens: list, calls: list, masks: list,
-                      sample_every: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                      sample_every: int | None = None, blocks_of: int | None = None
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Per Linear: the mean over real calibration tokens of x x^T (float32: float64 costs 3x more and changes no
-    decision here), and with `sample_every`, every so many of those tokens' inputs (tokens, in)."""
+    decision here), or with `blocks_of` only its diagonal blocks of that size (what AWQ reads), and with
+    `sample_every`, every so many of those tokens' inputs (tokens, in)."""
     sums: dict[str, torch.Tensor] = {}
     samples: dict[str, list[torch.Tensor]] = {}
     counts = {"tokens": 0}
@@ -76,7 +78,7 @@ def _input_statistics(layer: nn.Module, linears: dict[str, nn.Linear], hiddens: 
     def collect(name: str):
         def hook(_module, args):
             x = args[0][state["mask"]].float()
-            sums[name] = x.t() @ x + sums.get(name, 0)
+            sums[name] = (input_blocks(x, blocks_of) if blocks_of else x.t() @ x) + sums.get(name, 0)
             if sample_every:
                 samples.setdefault(name, []).append(x[::sample_every].clone())
         return hook
@@ -118,10 +120,11 @@ def _round_head(model, family, hiddens: list, masks: list, algorithm: str, bits:
     hessian /= max(tokens, 1)
     if algorithm == "gptq":
         return gptq_(head.weight, hessian, bits, group_size, act_order), False
-    s = scale_inputs_([head], norm, hessian, bits, group_size, torch.cat(samples) if samples else None)
+    s = scale_inputs_([head], norm, diagonal_blocks(hessian, group_size), bits, group_size,
+                      torch.cat(samples) if samples else None)
     if s is not None:
         hessian = hessian / (s[:, None] * s[None, :])
-    return clip_and_round(head, hessian, bits, group_size, clip=True), s is not None
+    return clip_and_round(head, diagonal_blocks(hessian, group_size), bits, group_size, clip=True), s is not None
 
 
 @torch.no_grad()
@@ -145,14 +148,15 @@ def calibrated_codes(model: nn.Module, batches: list[dict], algorithm: str, bits
         for index, layer in enumerate(layers):
             layer_args = [per_batch[index] for per_batch in calls]
             linears = layer_linears(family, layer)
-            hessians, inputs = _input_statistics(layer, linears, hiddens, layer_args, masks, sample_every)
+            statistics, inputs = _input_statistics(layer, linears, hiddens, layer_args, masks, sample_every,
+                                                   group_size if algorithm == "awq" else None)
             if algorithm == "gptq":
-                codes += [gptq_(linear.weight, hessians[name], bits, group_size, act_order)
+                codes += [gptq_(linear.weight, statistics[name], bits, group_size, act_order)
                           for name, linear in linears.items()]
             else:
                 norms = {part: getattr(*slots[0]) if slots else None
                          for part, slots in family.sublayer_norms(layer).items()} if family.pre_norm else {}
-                layer_codes, groups = awq_layer_(linears, hessians, norms, bits, group_size, inputs or None)
+                layer_codes, groups = awq_layer_(linears, statistics, norms, bits, group_size, inputs or None)
                 codes += list(layer_codes.values())
                 for group in groups:
                     scaled[group] = scaled.get(group, 0) + 1

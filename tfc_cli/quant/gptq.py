@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .group_grid import GroupCodes, best_clip, grid_params, to_codes
+from .group_grid import GroupCodes, best_clip, diagonal_blocks, grid_params, to_codes
 
 BLOCK = 128
 DAMP = 0.01  # added to H's diagonal, relative to its mean: H of a few hundred tokens is often singular
@@ -34,7 +34,8 @@ def gptq_(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: in
     scales = torch.zeros(out, groups, dtype=torch.double)
     zeros = torch.zeros(out, groups, dtype=torch.double)
     if act_order:
-        ratios = best_clip(w, original, bits, group_size) if clip else torch.ones(out, groups)
+        ratios = (best_clip(w, diagonal_blocks(original, group_size), bits, group_size) if clip
+                  else torch.ones(out, groups))
         for g in range(groups):
             scales[:, g], zeros[:, g] = grid_params(w[:, g * group_size:(g + 1) * group_size], bits, ratios[:, g])
         perm = torch.argsort(h.diagonal(), descending=True)
@@ -55,8 +56,8 @@ def gptq_(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: in
             g = int(group_of[column])
             if not act_order and column % group_size == 0:  # the group's grid from its weights as updated so far
                 group = block[:, i:i + group_size]
-                ratio = best_clip(group, original[column:column + group_size, column:column + group_size], bits,
-                                  group_size)[:, 0] if clip else 1.0
+                own = diagonal_blocks(original[column:column + group_size, column:column + group_size], group_size)
+                ratio = best_clip(group, own, bits, group_size)[:, 0] if clip else 1.0
                 scales[:, g], zeros[:, g] = grid_params(group, bits, ratio)
             code = to_codes(block[:, i:i + 1], scales[:, g], zeros[:, g], bits)[:, 0]
             q = (code - zeros[:, g]) * scales[:, g]
