@@ -266,7 +266,7 @@ def test_calibrated_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, algorithm
     [quant] = json.loads((out / "tfc.json").read_text())["transforms"]
     # per layer fused q|k|v, o, fused gate|up, down, and the LM head (untied from the embeddings) come from the codes
     assert quant["algorithm"] == algorithm and quant["linear"] == 9 and quant["linear_from_calibrated_codes"] == 9
-    assert quant["lm_head"] == algorithm and quant["embeddings"] == "int4 groups"
+    assert quant["lm_head"] == algorithm and quant["embeddings"] == "the LM head's int4 weights, shared"
     assert quant["float_matmuls_left"] == 0 and quant["calibration_tokens"] > 0
     report = json.loads((out / "report.json").read_text())
     assert report["task"]["eval_split"] == "test"  # calibration read the training part of the text only
@@ -304,3 +304,14 @@ def test_codes_in_the_graph_give_the_torch_models_logits(tiny_llama, algorithm, 
         expected = model(ids[:1]).logits.numpy()
     assert not np.allclose(expected, original)  # the torch weights were rounded
     assert np.abs(logits - expected).max() <= 0.01 * np.abs(expected).max()
+    # the model was tied: its table stored once, as the head's codes (divided by AWQ's head input scale)
+    shared, record = weight_only_quantize(export_decoder_onnx(model, tokenizer), 8, group, algorithm,
+                                          integer_compute=False, codes=codes, tied_head=True)
+    assert record["embeddings"] == "the LM head's int8 weights, shared"
+    scale = codes[-1].input_scale
+    assert (scale is not None) == (algorithm == "awq")
+    model.model.embed_tokens.weight.data = model.lm_head.weight.data / (scale if scale is not None else 1)
+    with torch.no_grad():
+        expected = model(ids[:1]).logits.numpy()
+    logits = OrtLmRunner(shared, model.config)({"input_ids": ids[:1].numpy()})
+    assert np.abs(logits - expected).max() <= 1e-4 * np.abs(expected).max()

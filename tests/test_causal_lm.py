@@ -193,7 +193,8 @@ def test_weight_only_recipe_end_to_end(tmp_path, tiny_llama, tiny_text, bits, al
     assert quant["algorithm"] == algorithm
     # per layer: fused q|k|v, o, fused gate|up, down; and the LM head. Attention runs inside GroupQueryAttention.
     assert quant["linear"] == 2 * 4 + 1 and quant["float_matmuls_left"] == 0
-    assert quant["embeddings"] == ("int4 groups" if bits == 4 else "int8 per row")
+    # the tiny Llama's head is its embedding table, stored once; HQQ's float zero points cannot be gathered
+    assert quant["embeddings"] == ("int4 groups" if algorithm == "hqq" else f"the LM head's int{bits} weights, shared")
     report = json.loads((out / "report.json").read_text())
     b, c = report["models"]["baseline"], report["models"]["compressed"]
     assert b["metrics"]["metric"] == "perplexity" and b["metrics"]["tokens"] == c["metrics"]["tokens"] > 100
@@ -247,6 +248,58 @@ def test_weight_only_int4_shrinks_real_linear_weights(tmp_path):
     for quantized, tolerance in ((outputs[1], 0.2), (outputs[2], 0.02)):
         for got, expected in zip(quantized, outputs[0]):
             assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
+
+
+def tied_head_graph(table: np.ndarray, head: np.ndarray | None = None) -> bytes:
+    """Gather(table, ids) -> h, and logits = h @ head (default: the table transposed, a tied head); both outputs."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(table, "table")]
+    if head is None:
+        nodes = [helper.make_node("Transpose", ["table"], ["head"], perm=[1, 0])]
+    else:
+        nodes, inits = [], inits + [numpy_helper.from_array(head, "head")]
+    vocab, hidden = table.shape
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["h"]), *nodes, helper.make_node("MatMul", ["h", "head"], ["logits"])],
+        "g", [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, "t"])],
+        [helper.make_tensor_value_info("h", onnx.TensorProto.FLOAT, [1, "t", hidden]),
+         helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, "t", vocab])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_tied_table_is_stored_once_and_read_by_the_embeddings_and_the_head(bits):
+    """hidden 72 in groups of 32: the head's rows are padded to 96 and the shared rows cut back to 72."""
+    import onnxruntime as ort
+
+    from tfc_cli.quant.weight_only import weight_only_quantize
+
+    table = np.random.RandomState(0).randn(1000, 72).astype(np.float32)
+    fp32 = tied_head_graph(table)
+    separate, record = weight_only_quantize(fp32, bits, 32)
+    assert not record["embeddings"].startswith("the LM head")
+    shared, record = weight_only_quantize(fp32, bits, 32, tied_head=True)
+    assert record["embeddings"] == f"the LM head's int{bits} weights, shared" and record["linear"] == 1
+    assert len(separate) - len(shared) > 0.8 * table.size * bits / 8  # one copy of the table fewer
+    ids = np.array([[1, 5, 999, 5]])
+    (h, logits), (h_ref, logits_ref) = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+                                        for m in (shared, fp32)]
+    assert h.shape == h_ref.shape and np.array_equal(h[0, 1], h[0, 3])
+    tolerance = 0.2 if bits == 4 else 0.02
+    assert np.abs(h - h_ref).max() <= tolerance * np.abs(h_ref).max()
+    assert np.abs(logits - logits_ref).max() <= tolerance * np.abs(logits_ref).max()
+
+
+def test_a_head_that_is_not_the_table_is_never_shared():
+    from tfc_cli.quant.weight_only import weight_only_quantize
+
+    rng = np.random.RandomState(0)
+    table = rng.randn(1000, 64).astype(np.float32)
+    _, record = weight_only_quantize(tied_head_graph(table, rng.randn(64, 1000).astype(np.float32)), 8, 32,
+                                     tied_head=True)
+    assert record["embeddings"] == "int8 per row"  # stored on its own, as for an untied model
 
 
 @pytest.mark.parametrize("stages, message", [

@@ -124,7 +124,9 @@ def _round_head(model, family, hiddens: list, masks: list, algorithm: str, bits:
                       torch.cat(samples) if samples else None)
     if s is not None:
         hessian = hessian / (s[:, None] * s[None, :])
-    return clip_and_round(head, diagonal_blocks(hessian, group_size), bits, group_size, clip=True), s is not None
+    codes = clip_and_round(head, diagonal_blocks(hessian, group_size), bits, group_size, clip=True)
+    codes.input_scale = s  # a table shared with the head divides its rows by it (weight_only.share_tied_table)
+    return codes, s is not None
 
 
 @torch.no_grad()

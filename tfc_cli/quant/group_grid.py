@@ -21,6 +21,7 @@ class GroupCodes:
     zeros: torch.Tensor  # uint8
     bits: int
     group_size: int
+    input_scale: torch.Tensor | None = None  # the Linear reads its inputs divided by this (AWQ folded it before)
 
     def dequantized(self) -> torch.Tensor:
         return dequantize(self.codes, self.scales, self.zeros, self.group_size)

@@ -21,13 +21,21 @@ def _digest(row: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(row, dtype=np.float32).tobytes(), digest_size=16).digest()
 
 
-def _pack(values: np.ndarray, bits: int) -> np.ndarray:
+def pack(values: np.ndarray, bits: int) -> np.ndarray:
     """uint8 values (..., n) packed along the last axis, low bits first (MatMulNBits' layout)."""
     if bits == 8:
         return values.astype(np.uint8)
     if values.shape[-1] % 2:
         values = np.concatenate([values, np.zeros(values.shape[:-1] + (1,), values.dtype)], axis=-1)
     return (values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
+
+
+def unpack(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """The inverse of pack: uint8 values (..., n) from MatMulNBits' packed layout."""
+    if bits == 8:
+        return packed[..., :n]
+    values = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(packed.shape[:-1] + (-1,))
+    return values[..., :n]
 
 
 def matmul_nbits_node(node: onnx.NodeProto, weight: str, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray,
@@ -37,10 +45,10 @@ def matmul_nbits_node(node: onnx.NodeProto, weight: str, codes: np.ndarray, scal
     n, k = codes.shape
     blocks = -(-k // group_size)
     padding = np.repeat(zeros[:, -1:], blocks * group_size - k, axis=1).astype(codes.dtype)
-    packed = _pack(np.concatenate([codes, padding], axis=1).reshape(n, blocks, group_size), bits)
+    packed = pack(np.concatenate([codes, padding], axis=1).reshape(n, blocks, group_size), bits)
     tensors = [numpy_helper.from_array(packed, f"{weight}_q{bits}"),
                numpy_helper.from_array(scales.astype(np.float32).reshape(-1), f"{weight}_scales"),
-               numpy_helper.from_array(_pack(zeros, bits).reshape(-1), f"{weight}_zero_points")]
+               numpy_helper.from_array(pack(zeros, bits).reshape(-1), f"{weight}_zero_points")]
     attrs = {"K": k, "N": n, "bits": bits, "block_size": group_size}
     if accuracy_level is not None:
         attrs["accuracy_level"] = accuracy_level

@@ -80,13 +80,17 @@ class WeightOnly(QuantizeMethod):
         from ...onnx_export import export_decoder_onnx
         from ...quant.weight_only import weight_only_quantize
 
+        head, table = state.model.get_output_embeddings(), state.model.get_input_embeddings()
+        tied = head is not None and table is not None and head.weight is table.weight  # before calibration unties it
         codes, calibration = self._calibrated_codes(state, ctx) if c.algorithm in CALIBRATED else (None, {})
         state.onnx, record = weight_only_quantize(export_decoder_onnx(state.model, state.tokenizer), c.bits, c.group_size,
-                                                  c.algorithm, integer_compute=c.compute == "int8", codes=codes)
+                                                  c.algorithm, integer_compute=c.compute == "int8", codes=codes,
+                                                  tied_head=tied)
         record |= calibration
         state.model = None  # the ONNX graph is now the model
+        shared = record["embeddings"].startswith("the LM head")
         zero = {"hqq": "a float zero point", "rtn": "symmetric"}.get(
-            c.algorithm, "an integer zero point (embeddings: symmetric)")
+            c.algorithm, "an integer zero point" + ("" if shared else " (embeddings: symmetric)"))
         changes = {"method": self.method, "backend": "onnxruntime", "bits": c.bits, "group_size": c.group_size,
                    "weights": f"int{c.bits}, one scale per {c.group_size} weights, {zero}", "compute": c.compute,
                    "activations": "float" + (" (int8 per group inside each matmul)" if c.compute == "int8" else "")} | record
