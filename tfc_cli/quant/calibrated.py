@@ -16,7 +16,7 @@ from ..arch import family_for
 from ..sparsify.calibrate import layer_linears
 from .awq import awq_layer_, clip_and_round, scale_inputs_
 from .gptq import gptq_
-from .group_grid import GroupCodes, diagonal_blocks, input_blocks
+from .group_grid import GroupCodes, diagonal_blocks, input_blocks, scaled_blocks
 
 
 ACTIVATION_SAMPLE = 4096  # tokens whose inputs AWQ scores the kernel's activation rounding on, per Linear
@@ -102,8 +102,8 @@ def _round_head(model, family, hiddens: list, masks: list, algorithm: str, bits:
     """The LM head by the same algorithm, on what the final norm gives it (measured: on SmolLM2-135M the head,
     a fifth of the weights, rounded to nearest costs more perplexity than all the layers by GPTQ), and whether AWQ
     scaled its input into the final norm (int8 in groups of 128, SmolLM2-135M: +0.08% perplexity with, +0.38%
-    without). A head tied to the embeddings is untied first: the embedding table keeps its own weights (rounded to
-    nearest in the graph)."""
+    without). A head tied to the embeddings is untied first, so that the table keeps its weights in torch; the graph
+    then stores the table once, as the head's codes (quant/weight_only.share_tied_table)."""
     heads, norms = family.head_linears(), family.final_norms()
     if len(heads) != 1 or len(norms) != 1:
         return None, False
@@ -120,11 +120,9 @@ def _round_head(model, family, hiddens: list, masks: list, algorithm: str, bits:
     hessian /= max(tokens, 1)
     if algorithm == "gptq":
         return gptq_(head.weight, hessian, bits, group_size, act_order), False
-    s = scale_inputs_([head], norm, diagonal_blocks(hessian, group_size), bits, group_size,
-                      torch.cat(samples) if samples else None)
-    if s is not None:
-        hessian = hessian / (s[:, None] * s[None, :])
-    codes = clip_and_round(head, diagonal_blocks(hessian, group_size), bits, group_size, clip=True)
+    blocks = diagonal_blocks(hessian, group_size)
+    s = scale_inputs_([head], norm, blocks, bits, group_size, torch.cat(samples) if samples else None)
+    codes = clip_and_round(head, blocks if s is None else scaled_blocks(blocks, s), bits, group_size, clip=True)
     codes.input_scale = s  # a table shared with the head divides its rows by it (weight_only.share_tied_table)
     return codes, s is not None
 

@@ -28,8 +28,8 @@ class WeightOnlyConfig(MethodConfig):
     algorithm: Literal["rtn", "hqq", "gptq", "awq"] = param(
         "rtn", help="rounding: rtn (nearest level, no data), gptq (rounding errors compensated column by column on "
         "calibration text), awq (activation-aware input scaling and clipping on calibration text; at 8 bits with "
-        "compute int8 the scales also weigh the kernel's activation rounding) - all three run integer kernels; hqq (int4: float "
-        "zero points fitted per group; slower kernels)")
+        "compute int8 the scales also weigh the kernel's activation rounding) - all three run integer kernels; hqq "
+        "(int4: float zero points fitted per group; slower kernels)")
     compute: Literal["int8", "float"] = param(
         "int8", help="rtn, gptq, awq matmul arithmetic: int8 (activations quantized per group at run time; fastest) "
         "or float (weights dequantized; slower, no activation rounding)")
