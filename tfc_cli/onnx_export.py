@@ -23,7 +23,9 @@ def eager_attention(model: torch.nn.Module):
     """The model's attention as explicit matmuls and softmax while exporting, then as it was. Measured on MiniLM-L6
     (scripts/explore_attention_export.py; ORT 1.32, 2 threads, batch 1, 64 tokens): the eager graph ran 1.06x
     [1.05-1.07] faster than the SDPA one, whose export adds an IsNaN/Where guard after every softmax; logits equal
-    within 7e-7."""
+    within 7e-7. A decoder's SDPA export keeps a Where per layer after GroupQueryAttention (zeroing rows with no
+    visible key, which a causal step never has): SmolLM2-135M int8 decoded 1.02-1.06x faster without them over
+    three interleaved runs, logits identical (docs/BENCHMARKS.md, "On an Intel Xeon with AMX")."""
     before = getattr(model.config, "_attn_implementation", None)
     if before in (None, "eager") or not hasattr(model, "set_attn_implementation"):
         yield
@@ -64,6 +66,7 @@ def export_decoder_onnx(model: torch.nn.Module, tokenizer, ort_fusions: bool = T
     `ort_fusions` (default on) rewrites attention, rotary embeddings and norms into ONNX Runtime's fused CPU
     operators (GroupQueryAttention, RotaryEmbedding, SkipSimplifiedLayerNormalization). Measured on SmolLM2-135M
     (scripts/bench_decoder_fusions.py): decode 1.21x faster in fp32 and 1.13x in int4, logits within 1.2e-4.
+    Attention is exported eager (`eager_attention`: no SDPA guard per layer).
     """
     import onnx_ir
     from transformers.exporters.configs import OnnxConfig
@@ -73,7 +76,7 @@ def export_decoder_onnx(model: torch.nn.Module, tokenizer, ort_fusions: bool = T
     ids = tokenizer("tfc export example text", return_tensors="pt")["input_ids"]
     config = OnnxConfig(dynamic=True, ort_fusions="cpu" if ort_fusions else None)
     try:
-        with library_noise_silenced():
+        with library_noise_silenced(), eager_attention(model):
             stages = decompose_prefill_decode(model.eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
                                               multi_token_decode=True)
             decoder, inputs = stages["decode"]
