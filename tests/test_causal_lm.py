@@ -133,6 +133,35 @@ def test_decoder_graph_matches_torch_for_prefill_and_cached_decode(tiny_llama, o
     assert greedy_tokens(ort, ids[:, :5], 6) == greedy_tokens(torch_runner, ids[:, :5], 6)
 
 
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "gemma3_text"])
+def test_every_decoder_family_exports_fused_without_attention_guards(model_type):
+    """Each family's decoder keeps GroupQueryAttention (so the cache is shared in place) without SDPA's per-layer
+    Where guard, and decodes as torch does, past Gemma 3's sliding window."""
+    import onnx
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tests.conftest import make_tokenizer
+    from tests.tiny_families import CONFIGS
+    from tfc_cli.lm.runners import OrtLmRunner, TorchLmRunner
+    from tfc_cli.onnx_export import export_decoder_onnx
+
+    torch.manual_seed(0)  # heads of 32 dimensions: ORT's fusion skips the tiny families' 6
+    config = AutoConfig.for_model(model_type, **CONFIGS[model_type] | dict(
+        hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32))
+    model = AutoModelForCausalLM.from_config(config).eval()
+    graph = export_decoder_onnx(model, make_tokenizer())
+    ops = [n.op_type for n in onnx.load_from_string(graph).graph.node]
+    assert ops.count("GroupQueryAttention") == config.num_hidden_layers
+    assert ops.count("Where") < config.num_hidden_layers
+    ort = OrtLmRunner(graph, model.config)
+    assert ort.shared_kv
+    ids = np.random.RandomState(1).randint(5, 99, size=(1, 20))
+    logits, cache = ort.prefill(ids[:, :12])
+    for t in range(12, 20):
+        logits, cache = ort.step(int(ids[0, t]), cache)
+    np.testing.assert_allclose(logits, TorchLmRunner(model)({"input_ids": ids})[0, -1], atol=1e-4)
+
+
 def test_shared_kv_buffers_grow_in_place_and_refuse_a_stale_cache(tiny_llama, monkeypatch):
     """The in-place KV cache keeps its contents when it outgrows its buffers, and a cache that is no longer the
     latest (its buffers were written past it) is refused rather than read."""
