@@ -6,7 +6,7 @@ Steps (each skipped when its output already holds a report, so an interrupted ru
 1. the teacher: `tfc compress recipes/rt-minilm-finetune.yaml`
 2. CoFi: the cofi stage of recipes/rt-minilm-cofi60-int8.yaml and rt-minilm-cofi90.yaml, or of
    rt-minilm-cofi-2x-int8.yaml with each `--speedups` target, run on the teacher
-3. INT8: a dynamic-int8 (ONNX Runtime) recipe and a static-int8 for OpenVINO (NNCF) recipe on each CoFi result
+3. INT8: dynamic-int8 and static-int8 (ONNX Runtime) and static-int8 for OpenVINO (NNCF) recipes on each CoFi result
 4. truncated teachers: first k layers, k matching each CoFi result's prunable weights, fine-tuned for as many
    epochs as CoFi trained (pruning + fine-tuning)
 5. latency of every model against the teacher, interleaved in one process (`tfc bench --baseline`), batch 1 and 32,
@@ -32,6 +32,10 @@ from tfc_cli.arch import family_for
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER = ROOT / "runs" / "rt-minilm-finetune"
 OUT = ROOT / "runs" / "bench-cofi"
+# The INT8 conversions of each CoFi result: output-name suffix, row label, quantize stage options.
+INT8_VARIANTS = [("int8", "INT8 (ORT)", {"method": "dynamic-int8", "backend": "onnxruntime"}),
+                 ("int8-static", "static INT8 (ORT)", {"method": "static-int8", "backend": "onnxruntime"}),
+                 ("int8-openvino", "static INT8 (NNCF, OpenVINO)", {"method": "static-int8", "backend": "openvino"})]
 TASK = {"type": "text-classification", "dataset": "demo:rotten-tomatoes", "max_length": 64}
 
 
@@ -136,13 +140,11 @@ def main() -> None:
         pruning = report["structure"]
         rows[f"{label} (fp32)"] = {"folder": OUT / name, "accuracy": report["models"]["compressed"]["metrics"]["accuracy"],
                                    "prunable": pruning["prunable_params"], "wall_s": report["wall_s"], "structure": pruning}
-        int8 = run_recipe(f"{name}-int8", OUT / name, [{"type": "quantize", "method": "dynamic-int8", "backend": "onnxruntime"}])
-        rows[f"{label} + INT8 (ORT)"] = {"folder": OUT / f"{name}-int8", "accuracy": int8["models"]["compressed"]["metrics"]["accuracy"],
-                                         "prunable": pruning["prunable_params"], "wall_s": report["wall_s"] + int8["wall_s"]}
-        ov = run_recipe(f"{name}-int8-openvino", OUT / name, [{"type": "quantize", "method": "static-int8", "backend": "openvino"}])
-        rows[f"{label} + static INT8 (NNCF, OpenVINO)"] = {
-            "folder": OUT / f"{name}-int8-openvino", "accuracy": ov["models"]["compressed"]["metrics"]["accuracy"],
-            "prunable": pruning["prunable_params"], "wall_s": report["wall_s"] + ov["wall_s"]}
+        for tail, row_label, quantize in INT8_VARIANTS:
+            q = run_recipe(f"{name}-{tail}", OUT / name, [{"type": "quantize", **quantize}])
+            rows[f"{label} + {row_label}"] = {"folder": OUT / f"{name}-{tail}",
+                                              "accuracy": q["models"]["compressed"]["metrics"]["accuracy"],
+                                              "prunable": pruning["prunable_params"], "wall_s": report["wall_s"] + q["wall_s"]}
         if args.no_first_k:
             continue
         k = max(1, round(pruning["prunable_params"] / layer_params))
